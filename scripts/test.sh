@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: venv, every extra, container runtime, lint, pytest.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/test_runtime.py -x`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+# podman for the container tests (the shared set-up script sits beside the clone).
+runtime=../shared/tools/container-runtime.sh
+if [ -x "$runtime" ] || [ -f "$runtime" ]; then
+  eval "$(bash "$runtime")"
+fi
+.venv/bin/ruff check .
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+# pytest exits 5 when it collected nothing: that is a failure too.
+[ "$rc" -eq 5 ] && echo "pytest collected no tests" >&2 && exit 1
+exit "$rc"
