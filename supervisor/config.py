@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shlex
 import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from supervisor import commands, profiles
+from supervisor import commands, profiles, resources
 from supervisor.plan import (
     ROLES,
     LogOptions,
@@ -85,6 +96,25 @@ class Settings(BaseSettings):
     check_port: bool = True
     processes: dict[str, ProcessOverride] = {}
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
+    # health (docs/health.md)
+    health_port: int = Field(8081, ge=0, le=65535)  # 0: no TCP health server
+    health_bind: str = "0.0.0.0"
+    health_token: SecretStr | None = None  # read by PID 1 from its environment, never planned
+    health_path: str = "/healthz"  # where the $PORT middlewares answer
+    health_web_path: str | None = None  # HTTP GET probe of $PORT; unset: TCP connect
+    health_interval: float = Field(2.0, gt=0, le=300)  # web/worker probes and memory
+    health_db_interval: float = Field(30.0, gt=0, le=3600)
+    health_db_timeout: float = Field(3.0, gt=0, le=60)
+    health_socket: str | None = None  # set by the supervisor for its children
+    health_url: str | None = None  # set by the supervisor for its children
+    heartbeat_file: str | None = None  # the native worker's heartbeat (set for its children)
+    heartbeat_interval: float = Field(5.0, gt=0, le=3600)
+    # resources
+    sizing: Literal["auto", "off"] = "auto"
+    worker_concurrency: int | None = Field(None, ge=1, le=1024)
+    worker_max_rss_mb: int | None = Field(None, ge=1)
+    watchdog_share: float = Field(0.5, ge=0, le=1)  # of the memory limit; 0: no watchdog
+    watchdog_mb: int | None = Field(None, ge=1)
 
 
 def known_variables() -> set[str]:
@@ -284,6 +314,15 @@ def build_plan(settings: Settings, environ: Mapping[str, str]) -> Plan:
     assert all(spec.role in ROLES for spec in specs)
     if settings.check_port and any(spec.role == "web" for spec in specs):
         _check_port_free(settings.port)
+    specs, resources_info, watch = apply_sizing(specs, settings, environ)
+    health = health_options(settings, specs, watch, resources_info["memory_limit"])
+    child_env = health.pop("child_env")
+    specs = tuple(
+        replace(s, env={**s.env, **child_env, **_heartbeat_env(s, health)}) for s in specs
+    )
+    if release is not None:
+        release = replace(release, env={**release.env, **health["release_env"]})
+    health.pop("release_env")
     return Plan(
         source=source,
         processes=specs,
@@ -301,4 +340,185 @@ def build_plan(settings: Settings, environ: Mapping[str, str]) -> Plan:
             prefix=settings.log_prefix, format=settings.log_format, color=settings.color
         ),
         notes=tuple(notes),
+        health=health,
+        resources=resources_info,
     )
+
+
+# ----- resources and health (docs/health.md) ----------------------------------------------------
+
+WEB_KINDS = ("gunicorn", "uvicorn")
+WORKER_KINDS = ("qcluster", "celery-worker", "native")
+
+
+def _option(words: tuple[str, ...], short: str | None, long: str) -> str | None:
+    """The value of `-w 3`, `-w3`, `--workers 3` or `--workers=3` among `words`, if given."""
+    for i, word in enumerate(words):
+        if word == long or (short and word == short):
+            return words[i + 1] if i + 1 < len(words) else ""
+        if word.startswith(long + "="):
+            return word.split("=", 1)[1]
+        if short and word.startswith(short) and len(word) > len(short) and word[2:].isdigit():
+            return word[len(short):]
+    return None
+
+
+def _count(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{name}: expected a whole number >= 1 (got {value!r})")
+    return int(value)
+
+
+def _explicit_web(spec: ProcessSpec, environ: Mapping[str, str]) -> tuple[int | None, bool]:
+    """(count, set_by_user): what the user chose for the web server's processes."""
+    words = commands.parse(spec.command).program
+    value = _option(words, "-w" if spec.kind == "gunicorn" else None, "--workers")
+    if value is not None:
+        return _count(value, f"process {spec.name!r} --workers"), True
+    if spec.kind == "gunicorn":
+        cmd_args = tuple(shlex.split(environ.get("GUNICORN_CMD_ARGS", "")))
+        value = _option(cmd_args, "-w", "--workers")
+        if value is not None:
+            return _count(value, "GUNICORN_CMD_ARGS --workers"), True
+    if "WEB_CONCURRENCY" in environ:
+        return _count(environ["WEB_CONCURRENCY"], "WEB_CONCURRENCY"), True
+    return None, False
+
+
+def _explicit_worker(spec: ProcessSpec, settings: Settings) -> tuple[int | None, bool]:
+    words = commands.parse(spec.command).program
+    short = "-c" if spec.kind == "celery-worker" else None
+    value = _option(words, short, "--concurrency")
+    if value is not None:
+        return _count(value, f"process {spec.name!r} --concurrency"), True
+    if settings.worker_concurrency is not None:
+        return settings.worker_concurrency, True
+    return None, False
+
+
+def apply_sizing(
+    specs: tuple[ProcessSpec, ...], settings: Settings, environ: Mapping[str, str]
+) -> tuple[tuple[ProcessSpec, ...], dict, dict[str, int]]:
+    """Size web and worker from the memory limit and pass the counts through each tool's own
+    knob; never override what the user set. Returns the specs, the resource facts with the
+    reasoning (for --dry-run), and the watchdog thresholds per worker instance."""
+    limit, limit_source = resources.memory_limit()
+    cpus, cpu_source = resources.cpu_limit()
+    info = {
+        "memory_limit": limit,
+        "memory_source": limit_source,
+        "cpus": round(cpus, 3),
+        "cpu_source": cpu_source,
+        "sizing": settings.sizing,
+        "reasons": [],
+        "estimates_mib": dict(resources.ESTIMATES),
+    }
+    web = next((s for s in specs if s.role == "web" and s.kind in WEB_KINDS), None)
+    worker = next((s for s in specs if s.role == "worker" and s.kind in WORKER_KINDS), None)
+    if settings.sizing == "auto" and (web or worker):
+        web_n, web_set = _explicit_web(web, environ) if web else (None, False)
+        worker_n, worker_set = _explicit_worker(worker, settings) if worker else (None, False)
+        result = resources.size(
+            limit, cpus, web_n, worker_n, web is not None, worker.kind if worker else None
+        )
+        info["reasons"] = result["reasons"]
+        if not result["fits"]:
+            raise ConfigError(
+                f"the processes do not fit in memory ({limit_source}): {result['error']}; "
+                "lower WEB_CONCURRENCY / START_ALL_WORKER_CONCURRENCY, raise the limit, "
+                "or set START_ALL_SIZING=off"
+            )
+        info["web_concurrency"] = result["web"] if web else None
+        info["worker_concurrency"] = result["worker"] if worker else None
+        worker_budget = (
+            resources.ESTIMATES["worker_per_unit"] + resources.ESTIMATES["worker_base"]
+        ) * resources.MB
+        max_rss_mb = settings.worker_max_rss_mb or worker_budget // resources.MB
+        specs = tuple(
+            _with_sizing(s, web, worker, result, web_set, worker_set, max_rss_mb)
+            for s in specs
+        )
+    watch: dict[str, int] = {}
+    if settings.watchdog_share > 0 or settings.watchdog_mb:
+        threshold = (
+            settings.watchdog_mb * resources.MB
+            if settings.watchdog_mb
+            else int(limit * settings.watchdog_share)
+        )
+        watch = {s.instance: threshold for s in specs if s.role == "worker"}
+    return specs, info, watch
+
+
+def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> ProcessSpec:
+    if spec is web and not web_set:
+        # gunicorn and uvicorn both read WEB_CONCURRENCY as their default worker count
+        return replace(spec, env={**spec.env, "WEB_CONCURRENCY": str(result["web"])})
+    if spec is not worker:
+        return spec
+    env = dict(spec.env)
+    if not worker_set:
+        env["START_ALL_WORKER_CONCURRENCY"] = str(result["worker"])
+    if spec.kind == "qcluster":
+        # Q_CLUSTER lives in the user's settings: they read these (supervisor.contrib.django)
+        env.setdefault("START_ALL_WORKER_MAX_RSS_MB", str(max_rss_mb))
+        return replace(spec, env=env)
+    if spec.kind == "celery-worker":
+        words = commands.parse(spec.command).program
+        extra = []
+        if not worker_set:
+            extra += ["--concurrency", str(result["worker"])]
+        if _option(words, None, "--max-memory-per-child") is None:
+            extra += ["--max-memory-per-child", str(max_rss_mb * 1024)]  # KiB
+        command = commands.parse(f"{spec.command} {' '.join(extra)}") if extra else None
+        if command is not None and command.execs:
+            return replace(spec, env=env, argv=command.argv, command=f"{spec.command} "
+                           f"{' '.join(extra)}")
+    return replace(spec, env=env)
+
+
+def _heartbeat_env(spec: ProcessSpec, health: dict) -> dict[str, str]:
+    """The native worker touches this file every interval while its claim loop is healthy."""
+    path = health["heartbeats"].get(spec.instance)
+    if path is None:
+        return {}
+    return {
+        "START_ALL_HEARTBEAT_FILE": path,
+        "START_ALL_HEARTBEAT_INTERVAL": f"{health['heartbeat_interval']:g}",
+    }
+
+
+def health_options(
+    settings: Settings, specs: tuple[ProcessSpec, ...], watch: dict[str, int], limit: int
+) -> dict:
+    """What PID 1's health server and probes need, and the variables its children get."""
+    run_dir = os.path.join(tempfile.gettempdir(), f"start-all-{secrets.token_hex(6)}")
+    socket_path = settings.health_socket or os.path.join(run_dir, "health.sock")
+    child_env = {"START_ALL_HEALTH_SOCKET": socket_path}
+    if settings.health_port:
+        child_env["START_ALL_HEALTH_URL"] = f"http://127.0.0.1:{settings.health_port}"
+    heartbeats = {}
+    for spec in specs:
+        if spec.kind == "native":
+            heartbeats[spec.instance] = settings.heartbeat_file or os.path.join(
+                run_dir, f"heartbeat-{spec.name}"
+            )
+    options = {
+        "port": settings.health_port,
+        "bind": settings.health_bind,
+        "socket": socket_path,
+        "run_dir": run_dir,
+        "token_set": settings.health_token is not None,
+        "interval": settings.health_interval,
+        "web_path": settings.health_web_path,
+        "db_interval": settings.health_db_interval,
+        "db_timeout": settings.health_db_timeout,
+        "heartbeat_interval": settings.heartbeat_interval,
+        "heartbeats": heartbeats,
+        "watchdog": watch,
+        "memory_limit": limit,
+        "child_env": child_env,
+        "release_env": dict(child_env),
+    }
+    return options

@@ -70,4 +70,5 @@ class Plan:
     restart: RestartPolicy
     logs: LogOptions
     notes: tuple[str, ...] = ()  # how defaults were chosen, shown by --dry-run
-    health: dict = field(default_factory=dict)
+    health: dict = field(default_factory=dict)  # health server and probes (config.health_options)
+    resources: dict = field(default_factory=dict)  # memory/CPU limits and sizing reasons

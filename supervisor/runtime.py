@@ -88,6 +88,8 @@ class Runtime:
         self._base_snapshot: dict = {}
         self._wake_w = -1
         self.release: Child | None = None
+        self.health = None  # supervisor.health.HealthServer, when enabled
+        self.prober = None
 
     # ----- public, thread-safe -------------------------------------------------------------
 
@@ -96,6 +98,13 @@ class Runtime:
         """A read-only view of the state, safe to read from any thread."""
         base = self._base_snapshot
         return {**base, "supervisor": {**base["supervisor"], "loop_beat": self.loop_beat}}
+
+    def wake(self) -> None:
+        """Make the loop turn once (the probes do it every interval, so /livez sees it turn)."""
+        try:
+            os.write(self._wake_w, WAKE_REQUEST)
+        except OSError:
+            pass
 
     def request_restart(self, name: str, reason: str) -> None:
         """Ask the loop to restart a process gracefully (e.g. from the memory watchdog)."""
@@ -405,10 +414,25 @@ class Runtime:
         self._reap()
         self.loop_beat = time.monotonic()
 
+    def _start_health(self) -> None:
+        """Health server and probes in their own threads (imported only when enabled)."""
+        options = getattr(self.plan, "health", None)
+        if not options:
+            return
+        try:
+            from supervisor import health
+
+            self.health, self.prober, messages = health.start(self, options, self.plan.port)
+        except Exception as error:  # health is an extra: supervising goes on without it
+            messages = [f"health server not started: {error}"]
+        for message in messages:
+            self.log.say(message)
+
     def run(self) -> int:
         """Supervise until a stop; returns the container's exit code."""
         self._install_signals()
         self._publish()
+        self._start_health()
         self.release = Child(self.plan.release) if self.plan.release else None
         if self.release is not None and not self._run_release():
             return self._finish()
@@ -464,6 +488,19 @@ class Runtime:
         self._drain_pipes()
         self.state = "stopped"
         self._publish()
+        if self.health is not None:
+            self.health.stop()
+            self.prober.stop()
+            run_dir = self.plan.health.get("run_dir")
+            for name in os.listdir(run_dir) if run_dir and os.path.isdir(run_dir) else ():
+                try:
+                    os.unlink(os.path.join(run_dir, name))
+                except OSError:
+                    pass
+            try:
+                os.rmdir(run_dir)
+            except (OSError, TypeError):
+                pass
         self.log.say(f"exit {self.exit_code}")
         self.log.flush()
         return self.exit_code

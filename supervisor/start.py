@@ -20,6 +20,11 @@ from supervisor.plan import Plan
 from supervisor.procfile import ProcfileError, load_env_file
 
 EXIT_CONFIG = 2
+SIZING_VARIABLES = (
+    "WEB_CONCURRENCY",
+    "START_ALL_WORKER_CONCURRENCY",
+    "START_ALL_WORKER_MAX_RSS_MB",
+)
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -98,7 +103,41 @@ def describe(plan: Plan) -> str:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  " + "  ".join([*cells, row[-1]]))
     lines += [f"  note: {note}" for note in plan.notes]
+    lines += describe_resources(plan)
     return "\n".join(lines)
+
+
+def describe_resources(plan: Plan) -> list[str]:
+    """Limits, sizing reasoning and health settings (`--dry-run`)."""
+    r, h = plan.resources, plan.health
+    mib = 1024 * 1024
+    lines = [
+        f"  memory: {r['memory_limit'] // mib} MiB ({r['memory_source']}); "
+        f"CPUs: {r['cpus']:g} ({r['cpu_source']})",
+    ]
+    if r.get("reasons"):
+        lines.append("  sizing (estimates in MiB, see docs/health.md):")
+        lines += [f"    {reason}" for reason in r["reasons"]]
+    elif r.get("sizing") == "off":
+        lines.append("  sizing: off (START_ALL_SIZING=off)")
+    for spec in plan.processes:
+        passed = {k: v for k, v in spec.env.items() if k in SIZING_VARIABLES}
+        if passed:
+            shown = ", ".join(f"{k}={v}" for k, v in passed.items())
+            lines.append(f"    {spec.instance} gets {shown}")
+    where = f"{h['bind']}:{h['port']}" if h["port"] else "off (START_ALL_HEALTH_PORT=0)"
+    token = "bearer token required for details" if h["token_set"] else "no token"
+    lines.append(
+        f"  health: http {where}, unix socket for children; {token}; probes every "
+        f"{h['interval']:g} s, database every {h['db_interval']:g} s "
+        f"(timeout {h['db_timeout']:g} s)"
+    )
+    for name, threshold in h["watchdog"].items():
+        lines.append(
+            f"  memory watchdog: {name} restarted gracefully above {threshold // mib} MiB "
+            "(process tree PSS)"
+        )
+    return lines
 
 
 def become_subreaper() -> None:

@@ -1,0 +1,445 @@
+"""The health server inside PID 1: GET/HEAD /livez /readyz /healthz /metrics.
+
+One thread with its own selector serves a TCP port (START_ALL_HEALTH_PORT) and a unix socket
+for the children (START_ALL_HEALTH_SOCKET). Why not http.server: its import chain (email,
+http.client, socketserver...) costs PID 1 megabytes, and its thread-per-request or blocking
+model is what a slow client stalls. Here every socket is non-blocking, a request must arrive
+whole within REQUEST_TIMEOUT, at most MAX_CONNECTIONS are open (the one idle longest is
+dropped for a newcomer, so slowloris cannot lock out a platform probe), and requests bigger
+than MAX_REQUEST are refused. The supervisor loop runs in another thread and never waits
+for this one: the worst a flood does is take CPU time.
+
+Answers are built from the loop's published snapshot and the probes' last results; nothing
+here touches a child, the database or the environment, and no response carries environment
+values, command lines or paths. With START_ALL_HEALTH_TOKEN set, details (JSON bodies beyond
+the status, /metrics) need `Authorization: Bearer <token>`; status codes stay public.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import threading
+import time
+from _operator import _compare_digest  # hmac.compare_digest without importing hashlib
+
+MAX_CONNECTIONS = 64
+MAX_REQUEST = 8192
+REQUEST_TIMEOUT = 5.0  # a request (or the next one on a kept-alive connection) must arrive
+LIVE_AFTER = 5.0  # /livez fails when the loop has not turned for this long (and 3 intervals)
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+           405: "Method Not Allowed", 431: "Request Header Fields Too Large",
+           503: "Service Unavailable"}
+ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", **{i: f"\\u{i:04x}" for i in range(32)}}
+
+
+def to_json(value: object) -> str:
+    """Enough JSON for our own plain data (json would add ~1 MB to PID 1: it imports re)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(round(value, 3)) if value == value and abs(value) != float("inf") else "null"
+    if isinstance(value, str):
+        return '"' + value.translate(ESCAPES) + '"'
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{to_json(str(k))}:{to_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(to_json(v) for v in value) + "]"
+    return to_json(str(value))
+
+
+# ----- what the endpoints say ---------------------------------------------------------------------
+
+
+class HealthView:
+    """Combines the loop's snapshot with the probes' results into the answers."""
+
+    def __init__(self, runtime, prober, options: dict) -> None:
+        self.runtime = runtime
+        self.prober = prober
+        self.options = options
+        self.live_after = max(LIVE_AFTER, 3 * float(options.get("interval", 2.0)))
+
+    def report(self) -> dict:
+        snap = self.runtime.snapshot
+        sup = snap["supervisor"]
+        now_wall, now = time.time(), time.monotonic()
+        probes = self.prober.results if self.prober else {}
+        memory = self.prober.memory if self.prober else {}
+        restarts_by_watchdog = self.prober.memory_restarts if self.prober else {}
+        ready_since = self.prober.ready_since if self.prober else {}
+        watchdog = self.options.get("watchdog", {})
+        processes, failing, degraded, ready = [], False, False, True
+        for p in snap["processes"]:
+            probe = probes.get(p["name"])
+            running = p["state"] == "running"
+            healthy = running and (probe is None or probe["ok"] is not False)
+            is_ready = running and p["started_at"] is not None and (
+                ready_since.get(p["name"]) == p["started_at"]
+            )
+            if p["required"]:
+                failing |= not healthy
+                ready &= is_ready
+            else:
+                degraded |= not healthy
+            processes.append({
+                "name": p["name"],
+                "role": p["role"],
+                "kind": p["kind"],
+                "state": p["state"],
+                "healthy": healthy,
+                "ready": is_ready,
+                "pid": p["pid"],
+                "uptime": round(now_wall - p["started_at"], 1) if p["started_at"] else None,
+                "restarts": p["restarts"],
+                "last_exit": p["last_exit"],
+                "probe": probe,
+                "memory": memory.get(p["name"]) if running else None,
+                "memory_threshold": watchdog.get(p["name"]),
+                "memory_restarts": restarts_by_watchdog.get(p["name"], 0),
+            })
+        database = self.prober.database if self.prober else None
+        checks = {}
+        if database is not None:
+            checks["database"] = database
+            if not database["ok"]:
+                degraded, ready = True, False
+        elif self.prober and self.prober._db_url:
+            checks["database"] = {"ok": None, "detail": "first check pending"}
+            ready = False
+        loop_age = now - sup["loop_beat"]
+        if sup["state"] in ("stopping", "stopped"):
+            status = "stopping"
+        elif failing:
+            status = "failing"
+        elif degraded:
+            status = "degraded"
+        else:
+            status = "ok"
+        return {
+            "status": status,
+            "ready": ready and status in ("ok", "degraded") and not degraded,
+            "live": loop_age < self.live_after,
+            "supervisor": {
+                "state": sup["state"],
+                "pid": sup["pid"],
+                "uptime": round(now_wall - sup["started_at"], 1),
+                "loop_age": round(loop_age, 3),
+                "rss": self.prober.supervisor_rss if self.prober else None,
+            },
+            "processes": processes,
+            "checks": checks,
+            "resources": {"memory_limit": self.options.get("memory_limit")},
+        }
+
+    def answer(self, path: str, authorized: bool) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a GET of `path`."""
+        if path == "/livez":
+            sup = self.runtime.snapshot["supervisor"]
+            live = time.monotonic() - sup["loop_beat"] < self.live_after
+            return (200 if live else 503), "application/json", (
+                b'{"status":"alive"}' if live else b'{"status":"stuck"}'
+            )
+        if path not in ("/healthz", "/readyz", "/metrics"):
+            return 404, "application/json", b'{"error":"not found"}'
+        report = self.report()
+        if path == "/metrics":
+            if not authorized:
+                return 401, "application/json", b'{"error":"bearer token required"}'
+            return 200, "text/plain; version=0.0.4; charset=utf-8", metrics(report).encode()
+        if path == "/readyz":
+            code = 200 if report["ready"] else 503
+        else:
+            code = 200 if report["status"] in ("ok", "degraded") else 503
+        if not authorized:
+            body = {"status": report["status"], "ready": report["ready"]}
+        else:
+            body = report
+        return code, "application/json", to_json(body).encode()
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def metrics(report: dict) -> str:
+    """Prometheus text exposition format 0.0.4."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str, samples: list[tuple[str, object]]) -> None:
+        out.append(f"# HELP start_all_{name} {help_text}")
+        out.append(f"# TYPE start_all_{name} {kind}")
+        for labels, value in samples:
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = int(value)
+            out.append(f"start_all_{name}{labels} {value}")
+
+    procs = report["processes"]
+
+    def per(key):
+        return [(f'{{process="{_label(p["name"])}"}}', key(p)) for p in procs]
+
+    family("healthy", "gauge", "1 when the combined status is ok or degraded.",
+           [("", report["status"] in ("ok", "degraded"))])
+    family("ready", "gauge", "1 when every required process is ready and probes pass.",
+           [("", report["ready"])])
+    family("supervisor_rss_bytes", "gauge", "Resident memory of the supervisor (PID 1).",
+           [("", report["supervisor"]["rss"])])
+    family("process_up", "gauge", "1 when the process is running.",
+           per(lambda p: p["state"] == "running"))
+    family("process_healthy", "gauge", "1 when the process runs and its probe passes.",
+           per(lambda p: p["healthy"]))
+    family("process_restarts_total", "counter", "Restarts of the process.",
+           per(lambda p: p["restarts"]))
+    family("process_memory_rss_bytes", "gauge", "Summed RSS of the process tree.",
+           per(lambda p: (p["memory"] or {}).get("rss")))
+    family("process_memory_pss_bytes", "gauge", "Summed PSS of the process tree.",
+           per(lambda p: (p["memory"] or {}).get("pss")))
+    family("process_memory_restarts_total", "counter", "Restarts asked by the memory watchdog.",
+           per(lambda p: p["memory_restarts"]))
+    checks = report["checks"]
+    family("check_ok", "gauge", "1 when the check passed at its last run.",
+           [(f'{{check="{_label(name)}"}}', bool(c["ok"])) for name, c in checks.items()
+            if c["ok"] is not None])
+    return "\n".join(out) + "\n"
+
+
+# ----- the server ---------------------------------------------------------------------------------
+
+
+class _Conn:
+    __slots__ = ("sock", "inbuf", "outbuf", "deadline", "close_after", "last_active")
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self.outbuf = b""
+        self.deadline = now + REQUEST_TIMEOUT
+        self.close_after = False
+        self.last_active = now
+
+
+class HealthServer:
+    def __init__(self, view: HealthView, token: str | None = None) -> None:
+        self.view = view
+        self.token = f"Bearer {token}".encode() if token else None
+        self.selector = selectors.DefaultSelector()
+        self.listeners: list[socket.socket] = []
+        self.conns: dict[int, _Conn] = {}
+        self.served = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="start-all-health", daemon=True)
+        self.socket_path: str | None = None
+
+    def listen_tcp(self, bind: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind, port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self._add_listener(sock)
+
+    def listen_unix(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self.socket_path = path
+        self._add_listener(sock)
+
+    def _add_listener(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.listeners.append(sock)
+        self.selector.register(sock, selectors.EVENT_READ, "listener")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.socket_path:
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+
+    # ----- the thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for key, mask in self.selector.select(timeout=1.0):
+                if key.data == "listener":
+                    self._accept(key.fileobj)
+                    continue
+                conn = self.conns.get(key.fd)
+                if conn is None:
+                    continue
+                try:
+                    if mask & selectors.EVENT_READ:
+                        self._read(conn)
+                    if conn.sock.fileno() >= 0 and mask & selectors.EVENT_WRITE:
+                        self._write(conn)
+                except OSError:
+                    self._close(conn)
+            self._expire(time.monotonic())
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(16):  # a bounded batch, then serve the open connections again
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. EMFILE: the next turn retries
+            if len(self.conns) >= MAX_CONNECTIONS:
+                oldest = min(self.conns.values(), key=lambda c: c.last_active)
+                self._close(oldest)
+            sock.setblocking(False)
+            now = time.monotonic()
+            conn = _Conn(sock, now)
+            self.conns[sock.fileno()] = conn
+            self.selector.register(sock, selectors.EVENT_READ, None)
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.inbuf += data
+        conn.last_active = time.monotonic()
+        while not conn.outbuf and b"\r\n\r\n" in conn.inbuf:
+            head, conn.inbuf = conn.inbuf.split(b"\r\n\r\n", 1)
+            self._respond(conn, head)
+            if conn.close_after:
+                break
+        if len(conn.inbuf) > MAX_REQUEST:
+            conn.inbuf = b""
+            self._send(conn, 431, "application/json", b'{"error":"request too large"}',
+                       head_only=False, keep=False)
+
+    def _respond(self, conn: _Conn, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            self._send(conn, 400, "application/json", b'{"error":"bad request"}', False, False)
+            return
+        method, target, version = parts
+        keep = version == b"HTTP/1.1"
+        authorized = self.token is None
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"connection":
+                keep = value.strip().lower() != b"close" and (
+                    keep or value.strip().lower() == b"keep-alive"
+                )
+            elif name == b"authorization" and self.token is not None:
+                authorized = _compare_digest(value.strip(), self.token)
+        if method not in (b"GET", b"HEAD"):
+            self._send(conn, 405, "application/json", b'{"error":"GET or HEAD"}', False, keep,
+                       extra=b"Allow: GET, HEAD\r\n")
+            return
+        path = target.split(b"?", 1)[0].decode("latin-1")
+        try:
+            code, ctype, body = self.view.answer(path, authorized)
+        except Exception:  # never a 500 or a dead thread: say we cannot tell
+            code, ctype, body = 503, "application/json", b'{"status":"unknown"}'
+        self.served += 1
+        self._send(conn, code, ctype, body, method == b"HEAD", keep)
+
+    def _send(self, conn: _Conn, code: int, ctype: str, body: bytes, head_only: bool,
+              keep: bool, extra: bytes = b"") -> None:
+        header = (
+            f"HTTP/1.1 {code} {REASONS[code]}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n"
+        ).encode()
+        if code == 401:
+            extra += b'WWW-Authenticate: Bearer realm="start-all"\r\n'
+        conn.outbuf += header + extra + b"\r\n" + (b"" if head_only else body)
+        conn.close_after = not keep
+        conn.deadline = time.monotonic() + REQUEST_TIMEOUT
+        self._write(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.outbuf)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        conn.outbuf = conn.outbuf[sent:]
+        if conn.outbuf:
+            self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        if conn.close_after:
+            self._close(conn)
+            return
+        self.selector.modify(conn.sock, selectors.EVENT_READ)
+        if b"\r\n\r\n" in conn.inbuf:  # a pipelined request waited for this answer
+            head, conn.inbuf = conn.inbuf.split(b"\r\n\r\n", 1)
+            self._respond(conn, head)
+
+    def _expire(self, now: float) -> None:
+        for conn in [c for c in self.conns.values() if now > c.deadline]:
+            self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return
+        self.conns.pop(fd, None)
+        try:
+            self.selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+
+def start(runtime, options: dict, port: int) -> tuple[HealthServer | None, object, list[str]]:
+    """Start the probes and the server for `runtime`; returns (server, prober, log lines)."""
+    from supervisor.probes import Prober
+
+    messages = []
+    run_dir = options.get("run_dir")
+    if run_dir:
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    prober = Prober(runtime, options, port)
+    server = HealthServer(HealthView(runtime, prober, options),
+                          os.environ.get("START_ALL_HEALTH_TOKEN") or None)
+    if options.get("port"):
+        try:
+            server.listen_tcp(options.get("bind", "0.0.0.0"), int(options["port"]))
+            messages.append(f"health: http://{options.get('bind')}:{options['port']}/healthz")
+        except OSError as error:
+            messages.append(f"health: cannot listen on port {options['port']}: "
+                            f"{error.strerror}; children still reach it on the unix socket")
+    if options.get("socket"):
+        try:
+            server.listen_unix(options["socket"])
+        except OSError as error:
+            messages.append(f"health: no unix socket for the children: {error.strerror}")
+    prober.start()
+    server.start()
+    return server, prober, messages
