@@ -1,0 +1,51 @@
+"""Background tasks run by the django-q2 worker."""
+
+import logging
+import time
+from datetime import timedelta
+
+from django.core.mail import send_mail
+from django.utils import timezone
+
+from bookings.models import Booking, Summary
+
+log = logging.getLogger(__name__)
+
+
+def send_confirmation(booking_id: int) -> str:
+    booking = Booking.objects.get(pk=booking_id)
+    send_mail(
+        subject=f"Booking #{booking.id} confirmed",
+        message=f"Hello {booking.name},\n\nyour booking #{booking.id} is confirmed.\n",
+        from_email=None,
+        recipient_list=[booking.email],
+    )
+    booking.confirmed_at = timezone.now()
+    booking.save(update_fields=["confirmed_at"])
+    return booking.email
+
+
+def summarize(summary_id: int) -> str:
+    """Stands in for a call to a language model: slow, and worth finishing once started."""
+    summary = Summary.objects.get(pk=summary_id)
+    summary.status = "running"
+    summary.attempts += 1
+    summary.save(update_fields=["status", "attempts"])
+    deadline = time.monotonic() + summary.seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+    words = summary.text.split()
+    summary.result = f"{len(words)} words: {' '.join(words[:12])}"
+    summary.status = "done"
+    summary.finished_at = timezone.now()
+    summary.save(update_fields=["result", "status", "finished_at"])
+    return summary.result
+
+
+def cleanup_old_records(days: int = 30) -> int:
+    """Daily: forget bookings and finished summaries older than `days`."""
+    cutoff = timezone.now() - timedelta(days=days)
+    removed = Booking.objects.filter(created_at__lt=cutoff).delete()[0]
+    removed += Summary.objects.filter(status="done", finished_at__lt=cutoff).delete()[0]
+    log.info("cleanup: removed %d records older than %d days", removed, days)
+    return removed

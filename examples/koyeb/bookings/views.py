@@ -1,0 +1,92 @@
+"""A tiny booking site: each booking queues a confirmation e-mail; summaries are slow jobs."""
+
+import json
+from html import escape
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+from django_q.tasks import async_task
+
+from bookings.models import Booking, Summary
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>start-all booking demo</title>
+<h1>Bookings</h1>
+<p>Each booking queues a confirmation e-mail (printed in the log by the worker).
+Health: <a href="/healthz">/healthz</a>.</p>
+<form method="post" action="/bookings">
+<input name="name" placeholder="name" required> <input name="email" type="email"
+placeholder="e-mail" required> <button>Book</button></form>
+<form method="post" action="/summaries"><input name="text" size="40"
+placeholder="text to summarise (a slow job)" required> <button>Summarise</button></form>
+<table><tr><th>#</th><th>name</th><th>confirmation</th></tr>{rows}</table>
+<h2>Summaries</h2><table><tr><th>#</th><th>status</th><th>result</th></tr>{summaries}</table>
+"""
+
+
+def _payload(request: HttpRequest) -> dict:
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+    return request.POST.dict()
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    rows = "".join(
+        f"<tr><td>{b.id}</td><td>{escape(b.name)}</td>"
+        f"<td>{'sent ' + b.confirmed_at.strftime('%H:%M:%S') if b.confirmed_at else 'queued'}"
+        "</td></tr>"
+        for b in Booking.objects.order_by("-id")[:20]
+    )
+    summaries = "".join(
+        f"<tr><td>{s.id}</td><td>{s.status}</td><td>{escape(s.result)}</td></tr>"
+        for s in Summary.objects.order_by("-id")[:10]
+    )
+    return HttpResponse(PAGE.format(rows=rows, summaries=summaries))
+
+
+@csrf_exempt  # a demo API without sessions or login
+@require_http_methods(["POST"])
+def bookings(request: HttpRequest) -> HttpResponse:
+    data = _payload(request)
+    name, email = str(data.get("name", "")).strip(), str(data.get("email", "")).strip()
+    if not name or "@" not in email:
+        return JsonResponse({"error": "name and a valid email are required"}, status=400)
+    booking = Booking.objects.create(name=name[:100], email=email)
+    task_id = async_task("bookings.tasks.send_confirmation", booking.id)
+    if request.content_type != "application/json":
+        return HttpResponseRedirect("/")
+    return JsonResponse({**booking.as_dict(), "task": task_id}, status=201)
+
+
+@require_GET
+def booking(request: HttpRequest, booking_id: int) -> JsonResponse:
+    return JsonResponse(get_object_or_404(Booking, pk=booking_id).as_dict())
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def summaries(request: HttpRequest) -> HttpResponse:
+    data = _payload(request)
+    text = str(data.get("text", "")).strip()
+    try:
+        seconds = min(max(float(data.get("seconds", 5)), 0), 60)
+    except (TypeError, ValueError):
+        return JsonResponse({"error": "seconds must be a number"}, status=400)
+    if not text:
+        return JsonResponse({"error": "text is required"}, status=400)
+    summary = Summary.objects.create(text=text, seconds=seconds)
+    task_id = async_task("bookings.tasks.summarize", summary.id)
+    if request.content_type != "application/json":
+        return HttpResponseRedirect("/")
+    return JsonResponse({**summary.as_dict(), "task": task_id}, status=201)
+
+
+@require_GET
+def summary(request: HttpRequest, summary_id: int) -> JsonResponse:
+    return JsonResponse(get_object_or_404(Summary, pk=summary_id).as_dict())

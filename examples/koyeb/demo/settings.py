@@ -1,0 +1,49 @@
+"""Settings of the booking demo: a Django site and a django-q2 worker in one container."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+os.environ.setdefault("DATA_DIR", str(BASE_DIR / "data"))
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "demo-only-change-me")
+DEBUG = os.environ.get("DEBUG", "") == "1"
+ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "*").split(",")
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = ["django.contrib.contenttypes", "django_q", "bookings"]
+MIDDLEWARE = [
+    "supervisor.contrib.django.HealthMiddleware",  # first: answers /healthz on $PORT
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+ROOT_URLCONF = "demo.urls"
+WSGI_APPLICATION = "demo.wsgi.application"
+TEMPLATES = []
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# E-mail: printed to the log unless an SMTP server is configured.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = "bookings@example.com"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+}
+
+# Schedules as code: synced to django-q2 by `start-all migrate --sync-schedules` (release:).
+START_ALL_SCHEDULES = [
+    {
+        "name": "daily-cleanup",
+        "func": "bookings.tasks.cleanup_old_records",
+        "cron": "0 3 * * *",
+        "kwargs": {"days": 30},
+    },
+]
+
+# DATABASES, CACHES, Q_CLUSTER tuned for 512 MB: the start-all template, unchanged.
+from demo.start_all_settings import *  # noqa: E402,F403

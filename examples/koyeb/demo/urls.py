@@ -1,0 +1,10 @@
+from bookings import views
+from django.urls import path
+
+urlpatterns = [
+    path("", views.index),
+    path("bookings", views.bookings),
+    path("bookings/<int:booking_id>", views.booking),
+    path("summaries", views.summaries),
+    path("summaries/<int:summary_id>", views.summary),
+]

@@ -1,0 +1,1 @@
+"""The deployment kit: `start-all init`, `check`, `migrate`, `schedules` and the templates."""
