@@ -205,6 +205,19 @@ class Runtime:
         except ProcessLookupError:
             pass
 
+    def _kill_leftovers(self, child: Child) -> None:
+        """The main process is gone: the rest of its group goes too, before any restart.
+
+        Its helpers are orphans nobody will stop (a SIGKILLed qcluster's sentinel and workers
+        keep taking tasks, a second cluster beside the restarted one)."""
+        if child.pid is None:
+            return
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return  # the group is empty: the usual case
+        self.log.say(f"{child.name}: killed what was left of its process group")
+
     # ----- events ----------------------------------------------------------------------------
 
     def _reap(self) -> None:
@@ -223,6 +236,7 @@ class Runtime:
     def _on_exit(self, child: Child, status: int) -> None:
         now = time.monotonic()
         ran = now - child.started_at if child.started_at else 0.0
+        self._kill_leftovers(child)
         child.pid = None
         code = exit_code_of(status)
         raw = os.waitstatus_to_exitcode(status)

@@ -217,3 +217,17 @@ def test_qcluster_stops_cleanly(run_supervisor, tmp_path, env):
     assert "worker.1: sending SIGTERM to pid" in out  # the main pid only, never the group
     assert "worker.1 exited with code 0" in out and "SIGKILL" not in out
     assert elapsed < 8, elapsed  # well inside the default budget, without any SIGKILL
+
+
+def test_leftovers_of_a_killed_worker_die_with_it(run_supervisor, tmp_path, env):
+    sup = run_supervisor(f"web: {RECORDER} web\nworker: {RECORDER} worker --helpers 2\n", env=env)
+    sup.wait_line("worker ready")
+    worker = child_running(sup, "recorder.py worker")
+    helpers = wait_for(lambda: len(worker.children()) == 2 and worker.children(), 5, "helpers")
+    worker.kill()
+    sup.wait_line(r"worker\.1: killed what was left of its process group")
+    sup.wait_line("worker ready", count=2)
+    # like a qcluster's sentinel and workers: they must not run on beside the new worker
+    wait_for(lambda: pids_alive([h.pid for h in helpers]) == [], 5, "the old helpers to be gone")
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0
