@@ -34,6 +34,7 @@ class LogMux:
         if use_color:
             for index, name in enumerate([SUPERVISOR, *names]):
                 self.colors[name] = COLORS[index % len(COLORS)]
+        self.labels: dict[str, bytes] = {}  # "web.1  | " per name, made once
         self.partial: dict[str, bytearray] = {}
         self.pending: list[bytes] = []
 
@@ -49,13 +50,19 @@ class LogMux:
             return json.dumps(record).encode() + b"\n"
         if not self.prefix:
             return line + b"\n"
-        label = name.ljust(self.width).encode()
-        colour = self.colors.get(name)
-        if colour:
-            label = b"\x1b[%dm%s |\x1b[0m " % (colour, label)
-        else:
-            label += b" | "
-        return label + line + b"\n"
+        return self._label(name) + line + b"\n"
+
+    def _label(self, name: str) -> bytes:
+        label = self.labels.get(name)
+        if label is None:
+            label = name.ljust(self.width).encode()
+            colour = self.colors.get(name)
+            if colour:
+                label = b"\x1b[%dm%s |\x1b[0m " % (colour, label)
+            else:
+                label += b" | "
+            self.labels[name] = label
+        return label
 
     def feed(self, name: str, data: bytes) -> None:
         """Queue a child's output; complete lines are formatted, the rest kept for later."""
