@@ -1,0 +1,5 @@
+import sys
+
+from supervisor.native.cli import main
+
+sys.exit(main())

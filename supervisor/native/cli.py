@@ -1,0 +1,126 @@
+"""`python -m supervisor.native worker -A pkg.module:app [options]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+from supervisor.native.exceptions import ConfigError
+
+
+def build_parser(prog: str = "python -m supervisor.native") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="The native PostgreSQL worker.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="run a worker (and the beat schedule)")
+    add_worker_arguments(worker, app_required=True)
+    migrate = sub.add_parser("migrate", help="create or upgrade the queue schema and exit")
+    migrate.add_argument("-A", "--app", required=True, help="pkg.module:app")
+    return parser
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser, app_required: bool) -> None:
+    parser.add_argument("-A", "--app", required=app_required, help="pkg.module:app")
+    parser.add_argument("-c", "--concurrency", type=int, default=None,
+                        help="executor threads (default: START_ALL_WORKER_CONCURRENCY, "
+                             "worker_concurrency, else 4)")
+    parser.add_argument("-Q", "--queues", default=None, help="comma-separated queue names")
+    parser.add_argument("--poll-only", action="store_true", default=None,
+                        help="never LISTEN (transaction-mode poolers)")
+    parser.add_argument("--without-beat", action="store_true",
+                        help="do not fire beat_schedule entries from this worker")
+    parser.add_argument("--stop-timeout", type=float, default=None,
+                        help="seconds to finish running tasks on SIGTERM")
+    parser.add_argument("-l", "--loglevel", default="INFO")
+    parser.add_argument("-n", "--hostname", default=None)
+
+
+def load_app(spec: str) -> Any:
+    """'pkg.module:app', or 'pkg.module' holding `app` or `celery`, as Celery's -A does."""
+    from supervisor.native.app import Celery
+
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"-A {spec}: cannot import {module_name} ({error})") from None
+    candidates = [attr] if attr else ["app", "celery"]
+    for name in candidates:
+        app = getattr(module, name, None)
+        if isinstance(app, Celery):
+            return app
+    raise ConfigError(f"-A {spec}: no native Celery app found (looked for {', '.join(candidates)})")
+
+
+def concurrency_for(option: int | None, app: Any) -> int:
+    if option:
+        return option
+    env = os.environ.get("START_ALL_WORKER_CONCURRENCY", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ConfigError(f"START_ALL_WORKER_CONCURRENCY={env!r} is not a number") from None
+    return int(app.conf.worker_concurrency or 4)
+
+
+def run_worker(app: Any, args: argparse.Namespace) -> int:
+    from supervisor.native.worker import Worker
+
+    logging.basicConfig(
+        level=getattr(logging, str(args.loglevel).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr,
+    )
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    worker = Worker(
+        app, concurrency=concurrency_for(args.concurrency, app), queues=queues,
+        poll_only=args.poll_only, beat=False if args.without_beat else None,
+        stop_timeout=args.stop_timeout, hostname=args.hostname,
+    )
+    return worker.run()
+
+
+def celery_argv(args: argparse.Namespace) -> list[str]:
+    """The equivalent real Celery command (USE_DB_QUEUE=false)."""
+    argv = ["celery", "-A", args.app.partition(":")[0], "worker", "-l", args.loglevel]
+    if args.concurrency or os.environ.get("START_ALL_WORKER_CONCURRENCY"):
+        argv += ["-c", str(args.concurrency or os.environ["START_ALL_WORKER_CONCURRENCY"])]
+    if args.queues:
+        argv += ["-Q", args.queues]
+    if not args.without_beat:
+        argv.append("-B")  # the native worker fires the schedule itself; keep that behaviour
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from supervisor.native import use_db_queue
+
+    try:
+        if args.command == "worker" and not use_db_queue():
+            argv = celery_argv(args)
+            print(f"USE_DB_QUEUE=false: running {' '.join(argv)}", file=sys.stderr, flush=True)
+            os.execvp(argv[0], argv)
+        app = load_app(args.app)
+        if args.command == "migrate":
+            from supervisor.native import store
+
+            with store.connect(app.database_url) as conn:
+                applied = store.migrate(conn)
+            print(f"native: schema up to date ({', '.join(applied) or 'nothing to apply'})")
+            return 0
+        return run_worker(app, args)
+    except ConfigError as error:
+        print(f"native: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        import psycopg
+
+        if isinstance(error, psycopg.OperationalError):
+            print(f"native: cannot reach the database: {str(error).strip()}", file=sys.stderr)
+            return 1
+        raise

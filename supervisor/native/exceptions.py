@@ -1,0 +1,73 @@
+"""Exceptions of the native worker, named like Celery's so user code can catch them."""
+
+from __future__ import annotations
+
+
+class NativeError(Exception):
+    """Base class of this package's errors."""
+
+
+class ConfigError(NativeError):
+    """Bad configuration: reported as one line, exit code 2."""
+
+
+class EncodeError(NativeError, TypeError):
+    """Arguments or a result that JSON cannot carry."""
+
+
+class NotRegistered(NativeError, KeyError):
+    """A task name the worker does not know."""
+
+    def __str__(self) -> str:
+        return f"task {self.args[0]!r} is not registered"
+
+
+class TimeoutError(NativeError, TimeoutError):  # Celery exports this name
+    """AsyncResult.get() gave up waiting."""
+
+
+class Retry(NativeError):
+    """Raised by Task.retry(): the worker re-queues the task instead of failing it."""
+
+    def __init__(self, message: str | None = None, exc: BaseException | None = None,
+                 when: float | None = None) -> None:
+        self.message = message
+        self.exc = exc
+        self.when = when
+        super().__init__(message or "Retry", exc, when)
+
+    def __str__(self) -> str:
+        if self.exc is not None:
+            return f"Retry in {self.when}s: {self.exc!r}"
+        return f"Retry in {self.when}s"
+
+
+RetryTaskError = Retry
+
+
+class MaxRetriesExceededError(NativeError):
+    """Task.retry() was called with no retries left and no exception to re-raise."""
+
+
+class TaskRevokedError(NativeError):
+    """The task was revoked (or expired) before or while it ran."""
+
+
+class TimeLimitExceeded(NativeError):
+    """The task ran past its hard time limit."""
+
+
+class SoftTimeLimitExceeded(NativeError):
+    """Raised inside the task when its soft time limit passes."""
+
+
+class WorkerLostError(NativeError):
+    """The job's lease expired too many times: its workers keep dying on it (poison pill)."""
+
+
+class Ignore(NativeError):
+    """Raised by a task to finish without storing a state."""
+
+
+class Reject(NativeError):
+    """Raised by a task to drop its message (stored as FAILURE here)."""

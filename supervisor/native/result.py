@@ -1,0 +1,221 @@
+"""AsyncResult: reads a task's state from the queue table; an unknown id reads PENDING."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from supervisor.native import states
+from supervisor.native.exceptions import TaskRevokedError, TimeoutError
+from supervisor.native.serial import exception_from_dict
+
+
+class _ResultBase:
+    id: str
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    @property
+    def status(self) -> str:
+        return self.state
+
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    @property
+    def info(self) -> Any:
+        return self.result
+
+    def wait(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id}>"
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _ResultBase):
+            return other.id == self.id
+        return other == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+class AsyncResult(_ResultBase):
+    def __init__(self, id: str, app: Any = None, task_name: str | None = None) -> None:
+        from supervisor.native.app import current_app
+
+        self.id = str(id)
+        self.app = app or current_app()
+        self._cache: dict | None = None
+        self._task_name = task_name
+
+    def _meta(self) -> dict | None:
+        if self._cache is not None:
+            return self._cache
+        meta = self.app.backend.get_meta(self.id)
+        if meta is not None and meta["status"] in states.READY_STATES:
+            self._cache = meta  # final: never changes again (until forget())
+        return meta
+
+    @property
+    def state(self) -> str:
+        meta = self._meta()
+        if meta is None:
+            return states.PENDING
+        status = meta["status"]
+        if status == "RESERVED":  # held by a worker
+            if self.app.conf.task_track_started:
+                return states.STARTED
+            return states.RETRY if meta["retries"] else states.PENDING
+        return status
+
+    @property
+    def result(self) -> Any:
+        meta = self._meta()
+        if meta is None or meta["status"] in ("PENDING", "RESERVED"):
+            return None
+        value = meta["result"]
+        if meta["status"] in states.EXCEPTION_STATES:
+            if value is None:
+                return TaskRevokedError("revoked") if meta["status"] == states.REVOKED else None
+            return exception_from_dict(value)
+        return value
+
+    @property
+    def traceback(self) -> str | None:
+        meta = self._meta()
+        return meta["traceback"] if meta else None
+
+    @property
+    def date_done(self) -> Any:
+        meta = self._meta()
+        return meta["finished_at"] if meta else None
+
+    @property
+    def name(self) -> str | None:
+        meta = self._meta()
+        return meta["name"] if meta else self._task_name
+
+    @property
+    def args(self) -> list | None:
+        meta = self._meta()
+        return meta["args"] if meta else None
+
+    @property
+    def kwargs(self) -> dict | None:
+        meta = self._meta()
+        return meta["kwargs"] if meta else None
+
+    @property
+    def retries(self) -> int | None:
+        meta = self._meta()
+        return meta["retries"] if meta else None
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 0.5, **_ignored: Any) -> Any:
+        """Wait until the task is ready; re-raise its exception when `propagate` (the default)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.005  # start fast: most tasks finish in milliseconds
+        while True:
+            state = self.state
+            if state in states.READY_STATES:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("The operation timed out.")
+            wait = min(pause, interval)
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
+            time.sleep(wait)
+            pause *= 1.5
+        value = self.result
+        if propagate and state in states.PROPAGATE_STATES:
+            raise value if isinstance(value, BaseException) else TaskRevokedError(str(value))
+        return value
+
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        self.app.control.revoke(self.id, terminate=terminate)
+        self._cache = None
+
+    def forget(self) -> None:
+        self.app.backend.forget(self.id)
+        self._cache = None
+
+
+class EagerResult(_ResultBase):
+    """The result of a task run in-process (task_always_eager or Task.apply())."""
+
+    def __init__(self, id: str, value: Any, state: str, traceback: str | None = None,
+                 name: str | None = None) -> None:
+        self.id, self._value, self._state = id, value, state
+        self.traceback, self.name = traceback, name
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def result(self) -> Any:
+        return self._value
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **_ignored: Any) -> Any:
+        if propagate and self._state in states.PROPAGATE_STATES:
+            raise self._value
+        return self._value
+
+    def revoke(self, *args: Any, **kwargs: Any) -> None:
+        self._state = states.REVOKED
+
+    def forget(self) -> None:
+        pass
+
+
+class GroupResult:
+    """The results of a group(), in call order."""
+
+    def __init__(self, id: str, results: list) -> None:
+        self.id, self.results = id, results
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **kw: Any) -> list:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for r in self.results:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(r.get(timeout=left, propagate=propagate, **kw))
+        return values
+
+    join = get
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self.results)
+
+    def completed_count(self) -> int:
+        return sum(1 for r in self.results if r.successful())
+
+    def revoke(self, terminate: bool = False, **kw: Any) -> None:
+        for r in self.results:
+            r.revoke(terminate=terminate)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self):
+        return iter(self.results)

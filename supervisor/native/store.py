@@ -1,0 +1,322 @@
+"""The PostgreSQL side: schema migration, enqueue, claim, finish, leases, reaper, retention.
+
+Every statement here is one round trip. Producers (web processes calling .delay()) share one
+autocommit connection per process; the worker's loop has its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from importlib import resources
+from typing import Any
+
+from supervisor.native.task import Job
+
+log = logging.getLogger("supervisor.native")
+
+NOTIFY_JOBS = "start_all_jobs"
+NOTIFY_REVOKE = "start_all_revoke"
+WAITING = ("PENDING", "RETRY")
+FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
+MIGRATION_LOCK = 0x5A11_0001  # advisory lock key shared by every process migrating
+
+ENQUEUE = """
+WITH rows AS (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::jsonb[],
+                         %s::jsonb[], %s::jsonb[], %s::timestamptz[], %s::float8[],
+                         %s::timestamptz[], %s::float8[], %s::bool[], %s::int[])
+        AS r(task_id, name, queue, priority, args, kwargs, options, eta, countdown,
+             expires_at, expires_in, ignore_result, retries)
+), ins AS (
+    INSERT INTO start_all.jobs AS j (task_id, name, queue, priority, args, kwargs, options,
+                                     run_at, expires_at, ignore_result, retries)
+    SELECT task_id, name, queue, priority, args, kwargs, options,
+           coalesce(eta, now() + make_interval(secs => coalesce(countdown, 0))),
+           coalesce(expires_at, now() + make_interval(secs => expires_in)),
+           ignore_result, retries
+    FROM rows
+    -- a custom task_id that is still waiting or running is not queued twice;
+    -- a finished one is queued again, as Celery would overwrite its result
+    ON CONFLICT (task_id) DO UPDATE SET
+        name = excluded.name, queue = excluded.queue, priority = excluded.priority,
+        status = 'PENDING', args = excluded.args, kwargs = excluded.kwargs,
+        options = excluded.options, run_at = excluded.run_at, expires_at = excluded.expires_at,
+        ignore_result = excluded.ignore_result, retries = excluded.retries, recoveries = 0,
+        revoke = NULL, result = NULL, traceback = NULL, worker = NULL, started_at = NULL,
+        finished_at = NULL, created_at = now()
+    WHERE j.status IN ('SUCCESS', 'FAILURE', 'REVOKED')
+    RETURNING queue
+)
+SELECT pg_notify('start_all_jobs', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS d
+"""
+
+CLAIM = """
+WITH picked AS (
+    SELECT id FROM start_all.jobs
+    WHERE status IN ('PENDING', 'RETRY') AND queue = ANY(%(queues)s) AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE start_all.jobs AS j
+SET status = 'RESERVED', lease_token = %(token)s, worker = %(worker)s, started_at = now(),
+    lease_until = now() + make_interval(secs => %(lease)s)
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.task_id, j.name, j.queue, j.priority, j.args, j.kwargs, j.options, j.retries,
+          j.ignore_result, j.revoke, coalesce(j.expires_at <= now(), false) AS expired,
+          extract(epoch FROM j.run_at)::float8 AS run_at
+"""
+
+NEXT_DUE = """
+SELECT extract(epoch FROM min(run_at) - now())::float8 FROM start_all.jobs
+WHERE status IN ('PENDING', 'RETRY') AND queue = ANY(%s)
+"""
+
+# Fenced: a row is only written while it still carries the lease token of this claim.
+FINISH = """
+WITH outcome AS (
+    SELECT * FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::jsonb[], %s::text[],
+                         %s::float8[], %s::jsonb[], %s::jsonb[], %s::bool[])
+        AS o(id, token, status, result, traceback, countdown, args, kwargs, forget)
+), gone AS (
+    DELETE FROM start_all.jobs AS j USING outcome AS o
+    WHERE j.id = o.id AND j.lease_token = o.token AND o.forget
+    RETURNING j.id
+), done AS (
+    UPDATE start_all.jobs AS j
+    SET status = o.status, result = o.result, traceback = o.traceback,
+        lease_token = NULL, lease_until = NULL,
+        finished_at = CASE WHEN o.status = 'RETRY' THEN NULL ELSE now() END,
+        run_at = CASE WHEN o.status = 'RETRY'
+                      THEN now() + make_interval(secs => o.countdown) ELSE j.run_at END,
+        retries = j.retries + (o.status = 'RETRY')::int,
+        args = coalesce(o.args, j.args), kwargs = coalesce(o.kwargs, j.kwargs)
+    FROM outcome AS o
+    WHERE j.id = o.id AND j.lease_token = o.token AND NOT o.forget
+    RETURNING j.id, j.status, j.queue
+), wake AS (
+    SELECT pg_notify('start_all_jobs', queue) FROM (
+        SELECT DISTINCT queue FROM done WHERE status = 'RETRY') AS r
+)
+SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM done), (SELECT count(*) FROM wake)
+"""
+
+# Hand held-but-unfinished jobs back (graceful stop): they keep their retry count.
+RELEASE = """
+UPDATE start_all.jobs AS j
+SET status = CASE WHEN j.retries > 0 THEN 'RETRY' ELSE 'PENDING' END,
+    lease_token = NULL, lease_until = NULL, worker = NULL, started_at = NULL
+FROM unnest(%s::bigint[], %s::uuid[]) AS o(id, token)
+WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RESERVED'
+RETURNING j.id
+"""
+
+RENEW = """
+UPDATE start_all.jobs
+SET lease_until = now() + make_interval(secs => %s)
+WHERE status = 'RESERVED' AND lease_token = ANY(%s::uuid[])
+RETURNING id, task_id, revoke
+"""
+
+# Expired leases: the holder died or froze. Requeue, or fail after too many recoveries.
+REAP = """
+WITH expired AS (
+    SELECT id FROM start_all.jobs
+    WHERE status = 'RESERVED' AND lease_until < now()
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE start_all.jobs AS j
+SET recoveries = j.recoveries + 1,
+    status = CASE WHEN j.revoke IS NOT NULL THEN 'REVOKED'
+                  WHEN j.recoveries + 1 > %(max)s THEN 'FAILURE'
+                  WHEN j.retries > 0 THEN 'RETRY' ELSE 'PENDING' END,
+    result = CASE WHEN j.revoke IS NULL AND j.recoveries + 1 > %(max)s THEN jsonb_build_object(
+        'exc_type', 'WorkerLostError', 'exc_module', 'supervisor.native.exceptions',
+        'exc_message', jsonb_build_array(format(
+            'lease expired %%s times (worker %%s): given up as a poison pill',
+            j.recoveries + 1, j.worker))) ELSE j.result END,
+    finished_at = CASE WHEN j.revoke IS NOT NULL OR j.recoveries + 1 > %(max)s
+                       THEN now() END,
+    lease_token = NULL, lease_until = NULL, worker = NULL
+FROM expired WHERE j.id = expired.id
+RETURNING j.id, j.task_id, j.status
+"""
+
+REVOKE = """
+WITH target AS (
+    UPDATE start_all.jobs
+    SET revoke = %(mode)s,
+        status = CASE WHEN status IN ('PENDING', 'RETRY') THEN 'REVOKED' ELSE status END,
+        finished_at = CASE WHEN status IN ('PENDING', 'RETRY') THEN now() ELSE finished_at END,
+        lease_token = CASE WHEN status IN ('PENDING', 'RETRY') THEN NULL ELSE lease_token END
+    WHERE task_id = ANY(%(ids)s) AND status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
+    RETURNING task_id, status
+)
+SELECT pg_notify('start_all_revoke', task_id) FROM target WHERE status = 'RESERVED'
+"""
+
+GET_META = """
+SELECT status, result, traceback, retries, finished_at, name, args, kwargs
+FROM start_all.jobs WHERE task_id = %s
+"""
+
+HEARTBEAT = """
+INSERT INTO start_all.workers (id, hostname, pid, queues, concurrency, running, processed)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET last_seen = now(), running = excluded.running,
+    processed = excluded.processed
+"""
+
+PRUNE = """
+WITH ok AS (
+    DELETE FROM start_all.jobs WHERE status = 'SUCCESS'
+      AND finished_at < now() - make_interval(secs => %(ok)s) RETURNING 1
+), bad AS (
+    DELETE FROM start_all.jobs WHERE status IN ('FAILURE', 'REVOKED')
+      AND finished_at < now() - make_interval(secs => %(bad)s) RETURNING 1
+), slots AS (
+    DELETE FROM start_all.cron_slots WHERE fired_at < now() - make_interval(secs => %(bad)s)
+    RETURNING 1
+), workers AS (
+    DELETE FROM start_all.workers WHERE last_seen < now() - interval '1 day' RETURNING 1
+)
+SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM bad)
+"""
+
+CRON_SLOT = """
+INSERT INTO start_all.cron_slots (name, slot, task_id) VALUES (%s, to_timestamp(%s), %s)
+ON CONFLICT DO NOTHING RETURNING 1
+"""
+
+
+def job_params(jobs: list[Job]) -> list[list]:
+    return [[getattr(j, field) for j in jobs] for field in Job.__slots__]
+
+
+def is_pooler(url: str) -> bool:
+    """Supabase's transaction pooler (port 6543): no LISTEN, no prepared statements."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return str(conninfo_to_dict(url).get("port", "")) == "6543"
+    except Exception:
+        return False
+
+
+def connect(url: str) -> Any:
+    import psycopg
+
+    extra = {"prepare_threshold": None} if is_pooler(url) else {}
+    return psycopg.connect(url, autocommit=True, **extra)
+
+
+def migrate(conn: Any) -> list[str]:
+    """Apply the versioned .sql files not yet applied; concurrent starts serialise on a lock.
+
+    A transaction-scoped advisory lock works through transaction poolers too.
+    """
+    applied_now = []
+    files = sorted(
+        (f for f in resources.files("supervisor.native").joinpath("sql").iterdir()
+         if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS start_all")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS start_all.migrations "
+            "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM start_all.migrations")}
+        for f in files:
+            version = f.name.removesuffix(".sql")
+            if version in done:
+                continue
+            conn.execute(f.read_text())
+            conn.execute("INSERT INTO start_all.migrations (version) VALUES (%s)", (version,))
+            applied_now.append(version)
+    return applied_now
+
+
+class PgStore:
+    """Producer-side access (enqueue, results, revoke) over one shared connection."""
+
+    def __init__(self, url: str, app: Any) -> None:
+        self.url = url
+        self.app = app
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._migrated = False
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            conn = connect(self.url)
+            if not self._migrated:
+                migrate(conn)
+                self._migrated = True
+            self._conn = conn
+        return self._conn
+
+    def ensure_schema(self) -> None:
+        with self._lock:
+            self._connection()
+
+    def execute(self, sql: str, params: Any = None) -> list:
+        """Run one statement; reconnect once if the connection was lost (statements are
+        idempotent: enqueue upserts by task_id)."""
+        import psycopg
+
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    cur = conn.execute(sql, params)
+                    return cur.fetchall() if cur.description else []
+                except psycopg.OperationalError:
+                    if attempt == 2 or not conn.closed:
+                        raise
+                    self._conn = None
+            return []
+
+    def enqueue(self, jobs: list[Job]) -> None:
+        from supervisor.native import transactions
+
+        params = job_params(jobs)
+        if transactions.deferred(self, ENQUEUE, params):
+            return
+        self.execute(ENQUEUE, params)
+
+    def get_meta(self, task_id: str) -> dict | None:
+        rows = self.execute(GET_META, (task_id,))
+        if not rows:
+            return None
+        status, result, traceback, retries, finished_at, name, args, kwargs = rows[0]
+        return {"status": status, "result": result, "traceback": traceback, "retries": retries,
+                "finished_at": finished_at, "name": name, "args": args, "kwargs": kwargs}
+
+    def revoke(self, task_ids: list[str], terminate: bool = False) -> None:
+        mode = "terminate" if terminate else "revoke"
+        self.execute(REVOKE, {"ids": task_ids, "mode": mode})
+
+    def forget(self, task_id: str) -> None:
+        self.execute(
+            "DELETE FROM start_all.jobs WHERE task_id = %s AND status = ANY(%s)",
+            (task_id, list(FINISHED)),
+        )
+
+    def prune(self, success_seconds: float, failure_seconds: float) -> tuple[int, int]:
+        rows = self.execute(PRUNE, {"ok": success_seconds, "bad": failure_seconds})
+        return rows[0][0], rows[0][1]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def new_token() -> uuid.UUID:
+    return uuid.uuid4()

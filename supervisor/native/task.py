@@ -1,0 +1,359 @@
+"""Task: the object `@app.task` returns; calling, .delay(), .apply_async(), .retry()."""
+
+from __future__ import annotations
+
+import random
+import threading
+import traceback as tb_module
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from supervisor.native import states
+from supervisor.native.exceptions import (
+    EncodeError,
+    Ignore,
+    MaxRetriesExceededError,
+    Retry,
+)
+from supervisor.native.result import AsyncResult, EagerResult
+from supervisor.native.serial import dumps_call
+
+
+def backoff_interval(factor: int, retries: int, maximum: float, full_jitter: bool) -> int:
+    """Exponential backoff: min(maximum, factor * 2**retries), then uniform in [0, that]."""
+    countdown = int(min(maximum, factor * (2 ** retries)))
+    if full_jitter:
+        countdown = random.randrange(countdown + 1)
+    return max(0, countdown)
+
+
+class Context:
+    """`self.request` inside a task: what this particular run is about."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.id: str | None = None
+        self.args: list = []
+        self.kwargs: dict = {}
+        self.retries = 0
+        self.is_eager = False
+        self.called_directly = True
+        self.eta = None
+        self.expires = None
+        self.hostname: str | None = None
+        self.delivery_info: dict = {}
+        self.ignore_result = False
+        self.timelimit = (None, None)
+        self.task: str | None = None
+        self.root_id: str | None = None
+        self.parent_id: str | None = None
+        self.retry_request: Retry | None = None  # set by retry(throw=False)
+        self.__dict__.update(fields)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+class Job:
+    """One row to insert: the JSON is already encoded, timing is left to the database clock."""
+
+    __slots__ = ("task_id", "name", "queue", "priority", "args", "kwargs", "options", "eta",
+                 "countdown", "expires_at", "expires_in", "ignore_result", "retries")
+
+    def __init__(self, **fields: Any) -> None:
+        for slot in self.__slots__:
+            setattr(self, slot, fields.get(slot))
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+class Task:
+    """Base class of tasks; options are class attributes as in Celery."""
+
+    name: str = ""
+    app: Any = None
+    typing = True
+    max_retries: int | None = 3
+    default_retry_delay: float = 180
+    autoretry_for: tuple = ()
+    dont_autoretry_for: tuple = ()
+    retry_kwargs: dict = {}
+    retry_backoff: bool | int = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    ignore_result: bool | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    queue: str | None = None
+    priority: int | None = None
+    expires: Any = None
+    acks_late = False
+    track_started: bool | None = None
+    serializer = "json"
+    bind = False
+    _local = threading.local()
+
+    # --- running ----------------------------------------------------------------------------
+    def run(self, *args: Any, **kwargs: Any) -> Any:  # replaced by the decorated function
+        raise NotImplementedError("Tasks must define the run method.")
+
+    @property
+    def request(self) -> Context:
+        stack = getattr(self._local, "stack", None)
+        return stack[-1] if stack else Context()
+
+    def push_request(self, **fields: Any) -> None:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        stack.append(Context(**fields))
+
+    def pop_request(self) -> None:
+        self._local.stack.pop()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        stack = getattr(self._local, "stack", None)
+        if stack:  # the worker or apply() already pushed this run's request
+            return self.run(*args, **kwargs)
+        self.push_request(args=list(args), kwargs=kwargs, called_directly=True, task=self.name)
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            self.pop_request()
+
+    # --- handlers (override in a base class) -----------------------------------------------
+    def on_success(self, retval: Any, task_id: str, args: list, kwargs: dict) -> None:
+        pass
+
+    def on_failure(self, exc: BaseException, task_id: str, args: list, kwargs: dict,
+                   einfo: Any) -> None:
+        pass
+
+    def on_retry(self, exc: BaseException, task_id: str, args: list, kwargs: dict,
+                 einfo: Any) -> None:
+        pass
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: list, kwargs: dict,
+                     einfo: Any) -> None:
+        pass
+
+    # --- sending ----------------------------------------------------------------------------
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult | EagerResult:
+        return self.apply_async(args, kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        return Signature(self, args, kwargs)
+
+    def signature(self, args: Any = None, kwargs: Any = None, **options: Any) -> Signature:
+        return Signature(self, args or (), kwargs or {}, options)
+
+    def build_job(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+                  countdown: float | None = None, eta: datetime | None = None,
+                  expires: Any = None, priority: int | None = None, queue: str | None = None,
+                  ignore_result: bool | None = None, time_limit: float | None = None,
+                  soft_time_limit: float | None = None, retries: int = 0,
+                  serializer: str | None = None, **_ignored: Any) -> Job:
+        """Validate and encode one call; errors surface here, in the caller, not in a worker."""
+        if serializer not in (None, "json"):
+            raise EncodeError(f"{self.name}: serializer {serializer!r} unsupported: JSON only")
+        conf = self.app.conf
+        args_json, kwargs_json = dumps_call(self.name, args, kwargs)
+        expires = self.expires if expires is None else expires
+        options = {}
+        if time_limit is not None:
+            options["time_limit"] = float(time_limit)
+        if soft_time_limit is not None:
+            options["soft_time_limit"] = float(soft_time_limit)
+        import json
+
+        if priority is None:
+            priority = self.priority if self.priority is not None else conf.task_default_priority
+        return Job(
+            task_id=str(task_id or uuid.uuid4()),
+            name=self.name,
+            queue=queue or self.queue or conf.task_default_queue,
+            priority=int(priority or 0),
+            args=args_json,
+            kwargs=kwargs_json,
+            options=json.dumps(options) if options else None,
+            eta=_as_utc(eta) if isinstance(eta, datetime) else None,
+            countdown=float(countdown) if countdown is not None else None,
+            expires_at=_as_utc(expires) if isinstance(expires, datetime) else None,
+            expires_in=(
+                float(expires.total_seconds()) if isinstance(expires, timedelta)
+                else float(expires) if isinstance(expires, (int, float)) else None
+            ),
+            ignore_result=bool(self._ignores_result(ignore_result)),
+            retries=int(retries),
+        )
+
+    def _ignores_result(self, override: bool | None = None) -> bool:
+        if override is not None:
+            return override
+        if self.ignore_result is not None:
+            return self.ignore_result
+        return bool(self.app.conf.task_ignore_result)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+                    **options: Any) -> AsyncResult | EagerResult:
+        if self.app.conf.task_always_eager:
+            dumps_call(self.name, args, kwargs)  # same error as the queue would give
+            return self.apply(args, kwargs, task_id=task_id, **options)
+        job = self.build_job(args, kwargs, task_id=task_id, **options)
+        self.app.backend.enqueue([job])
+        return AsyncResult(job.task_id, app=self.app, task_name=self.name)
+
+    def apply(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+              retries: int = 0, throw: bool | None = None, **_options: Any) -> EagerResult:
+        """Run in this process now; retries run at once (countdowns are not waited for)."""
+        task_id = str(task_id or uuid.uuid4())
+        args, kwargs = list(args or ()), dict(kwargs or {})
+        propagate = self.app.conf.task_eager_propagates if throw is None else throw
+        while True:
+            self.push_request(id=task_id, args=args, kwargs=kwargs, retries=retries,
+                              is_eager=True, called_directly=False, task=self.name,
+                              delivery_info={"is_eager": True})
+            try:
+                value = self(*args, **kwargs)
+                pending = self.request.retry_request
+                if pending is not None:
+                    raise pending
+            except Retry as retry:
+                args, kwargs = _retry_call(retry, args, kwargs)
+                retries += 1
+                continue
+            except Ignore:
+                return EagerResult(task_id, None, states.PENDING, name=self.name)
+            except BaseException as exc:
+                if propagate or not isinstance(exc, Exception):
+                    raise
+                return EagerResult(task_id, exc, states.FAILURE, tb_module.format_exc(),
+                                   name=self.name)
+            finally:
+                self.pop_request()
+            return EagerResult(task_id, value, states.SUCCESS, name=self.name)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        return AsyncResult(task_id, app=self.app, task_name=self.name)
+
+    # --- retrying ---------------------------------------------------------------------------
+    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
+              throw: bool = True, eta: datetime | None = None, countdown: float | None = None,
+              max_retries: int | None = None, **options: Any) -> Retry:
+        """Re-queue this run (Celery semantics).
+
+        With no retries left: re-raise `exc` when given, else MaxRetriesExceededError.
+        Without eta/countdown the delay is `default_retry_delay` (180 s).
+        """
+        request = self.request
+        if request.called_directly:
+            raise exc if exc is not None else Retry("Task can be retried", None)
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{request.kwargs}"
+            )
+        if eta is None and countdown is None:
+            countdown = self.default_retry_delay
+        retry = Retry(exc=exc, when=eta if eta is not None else countdown)
+        retry.countdown = countdown
+        retry.eta = eta
+        retry.new_args = args
+        retry.new_kwargs = kwargs
+        if args is not None or kwargs is not None:
+            dumps_call(self.name, args, kwargs)
+        if not throw:
+            request.retry_request = retry
+            return retry
+        raise retry
+
+
+def _retry_call(retry: Retry, args: list, kwargs: dict) -> tuple[list, dict]:
+    new_args = getattr(retry, "new_args", None)
+    new_kwargs = getattr(retry, "new_kwargs", None)
+    return (list(new_args) if new_args is not None else args,
+            dict(new_kwargs) if new_kwargs is not None else kwargs)
+
+
+def autoretry_wrapper(task: Task, fun: Any) -> Any:
+    """Wrap `fun` so the exceptions in autoretry_for become task.retry(exc=...)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fun(*args, **kwargs)
+        except (Ignore, Retry):
+            raise
+        except task.dont_autoretry_for:
+            raise
+        except task.autoretry_for as exc:
+            retry_kwargs = dict(task.retry_kwargs or {})
+            if task.retry_backoff:
+                retry_kwargs["countdown"] = backoff_interval(
+                    int(task.retry_backoff), task.request.retries,
+                    task.retry_backoff_max, task.retry_jitter,
+                )
+            raise task.retry(exc=exc, **retry_kwargs) from None
+
+    return run
+
+
+class Signature:
+    """task.s(...): a call to send later, alone or inside a group()."""
+
+    def __init__(self, task: Task, args: Any = (), kwargs: Any = None,
+                 options: dict | None = None) -> None:
+        self.task, self.args, self.kwargs = task, tuple(args), dict(kwargs or {})
+        self.options = dict(options or {})
+
+    def apply_async(self, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+        return self.task.apply_async((*self.args, *args), {**self.kwargs, **(kwargs or {})},
+                                     **{**self.options, **options})
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def set(self, **options: Any) -> Signature:
+        self.options.update(options)
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task(*self.args, *args, **{**self.kwargs, **kwargs})
+
+
+class group:  # noqa: N801 - Celery's name
+    """group(sig, sig, ...).apply_async(): every call inserted in one statement."""
+
+    def __init__(self, *tasks: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Signature):
+            tasks = tuple(tasks[0])
+        self.tasks: list[Signature] = list(tasks)
+
+    def apply_async(self, **options: Any) -> Any:
+        from supervisor.native.result import GroupResult
+
+        if not self.tasks:
+            return GroupResult(str(uuid.uuid4()), [])
+        app = self.tasks[0].task.app
+        if app.conf.task_always_eager:
+            return GroupResult(str(uuid.uuid4()), [s.apply_async(**options) for s in self.tasks])
+        jobs = [s.task.build_job(s.args, s.kwargs, **{**s.options, **options})
+                for s in self.tasks]
+        app.backend.enqueue(jobs)
+        return GroupResult(
+            str(uuid.uuid4()),
+            [AsyncResult(j.task_id, app=s.task.app, task_name=j.name)
+             for j, s in zip(jobs, self.tasks, strict=True)],
+        )
+
+    def delay(self) -> Any:
+        return self.apply_async()
+
+    __call__ = delay

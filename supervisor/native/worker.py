@@ -1,0 +1,617 @@
+"""The worker process: one claim loop (main thread) feeding a pool of executor threads.
+
+Only the main thread talks to the database. Executors run tasks and hand outcomes back
+through a deque plus a wake-up pipe; the loop then finishes them in one fenced statement and
+claims the next batch in another. That is what lets one connection move thousands of jobs per
+second. Signal handlers only set flags (and Python writes the signal number to the same pipe
+via signal.set_wakeup_fd), so all the work happens in the loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import threading
+import time
+import traceback as tb_module
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from supervisor.native import store as sql
+from supervisor.native.cron import Cron, parse
+from supervisor.native.exceptions import (
+    Ignore,
+    NotRegistered,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
+from supervisor.native.serial import dumps_result, exception_to_dict
+
+log = logging.getLogger("supervisor.native")
+_STOP = object()
+# statuses the loop reports for an outcome
+SUCCESS, FAILURE, RETRY, REVOKED, FORGET = "SUCCESS", "FAILURE", "RETRY", "REVOKED", "FORGET"
+
+
+class Held:
+    """A job this worker holds under a lease, from claim until its finish is written."""
+
+    __slots__ = ("id", "task_id", "name", "queue", "priority", "args", "kwargs", "options",
+                 "retries", "ignore_result", "revoke", "expired", "token", "thread", "started",
+                 "in_user_code", "soft_sent", "hard_sent", "abandoned", "terminated")
+
+    def __init__(self, row: tuple, token: uuid.UUID) -> None:
+        (self.id, self.task_id, self.name, self.queue, self.priority, self.args, self.kwargs,
+         self.options, self.retries, self.ignore_result, self.revoke, self.expired, _) = row
+        self.token = token
+        self.thread: int | None = None
+        self.started = 0.0
+        self.in_user_code = False
+        self.soft_sent = self.hard_sent = self.abandoned = self.terminated = False
+
+
+class Outcome:
+    __slots__ = ("job", "status", "result", "traceback", "countdown", "args", "kwargs")
+
+    def __init__(self, job: Held, status: str, result: Any = None, traceback: str | None = None,
+                 countdown: float = 0.0, args: str | None = None,
+                 kwargs: str | None = None) -> None:
+        self.job, self.status, self.result, self.traceback = job, status, result, traceback
+        self.countdown, self.args, self.kwargs = countdown, args, kwargs
+
+
+def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    """Ask CPython to raise `exc_type` in another thread at its next bytecode boundary.
+
+    A thread blocked inside a C call (sleep, socket read) only sees it once that call returns:
+    this is why time limits and terminate are best-effort with a thread pool.
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
+def _rss_kib() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:
+        return 0
+
+
+class Worker:
+    def __init__(self, app: Any, concurrency: int = 4, queues: list[str] | None = None,
+                 poll_only: bool | None = None, beat: bool | None = None,
+                 stop_timeout: float | None = None, hostname: str | None = None) -> None:
+        conf = app.conf
+        self.app = app
+        self.concurrency = max(1, int(concurrency))
+        self.queues = queues or [conf.task_default_queue]
+        self.capacity = self.concurrency * max(1, int(conf.worker_prefetch_multiplier or 1))
+        self.url = app.database_url
+        if poll_only is None:
+            poll_only = conf.native_poll_only
+        if poll_only is None:
+            poll_only = sql.is_pooler(self.url)
+        self.poll_only = bool(poll_only)
+        self.lease = float(conf.native_lease_seconds)
+        self.beat_interval = float(conf.native_heartbeat_interval)
+        self.stop_timeout = float(stop_timeout if stop_timeout is not None
+                                  else conf.native_stop_timeout)
+        self.hostname = hostname or socket.gethostname()
+        self.id = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.heartbeat_file = os.environ.get("START_ALL_HEARTBEAT_FILE") or None
+        use_beat = conf.native_beat if beat is None else beat
+        self.cron = Cron(parse(conf.beat_schedule) if use_beat else [], conf.timezone)
+
+        self.held: dict[int, Held] = {}
+        self.by_task_id: dict[str, Held] = {}
+        self.ready: queue.PriorityQueue = queue.PriorityQueue()
+        self.seq = itertools.count()
+        self.done: deque[Outcome] = deque()
+        self.lock = threading.Lock()
+        self.running: dict[int, Held] = {}
+        self.draining = False
+        self.unstarted: list[Held] = []
+        self.revoked: set[str] = set()
+        self.threads: list[threading.Thread] = []
+        self.processed = 0
+        self.stop_requests = 0
+        self.abort = False
+        self.conn: Any = None
+        self.listener: Any = None
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    # --- signals ----------------------------------------------------------------------------
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requests += 1  # the loop sees it; a second request aborts
+
+    def _on_abort(self, signum: int, frame: Any) -> None:
+        self.abort = True
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGQUIT, self._on_abort)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+    # --- executor threads -------------------------------------------------------------------
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._executor, name="native-executor", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    def _executor(self) -> None:
+        while True:
+            job = self.ready.get()[-1]
+            if job is _STOP:
+                return
+            with self.lock:
+                if self.draining:
+                    self.unstarted.append(job)
+                    continue
+                job.thread = threading.get_ident()
+                job.started = time.monotonic()
+                self.running[job.id] = job
+            outcome = self._execute(job)
+            with self.lock:
+                self.running.pop(job.id, None)
+                abandoned = job.abandoned
+            if not abandoned:
+                self.done.append(outcome)
+            self._wake()
+            if abandoned:
+                return  # a replacement thread took this one's place at the hard time limit
+
+    def _execute(self, job: Held) -> Outcome:
+        task = self.app.tasks.get(job.name)
+        if task is None:
+            return Outcome(job, FAILURE, exception_to_dict(NotRegistered(job.name)))
+        if job.expired:
+            return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("expired")))
+        if job.task_id in self.revoked or job.revoke:
+            return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("revoked")))
+        args, kwargs = job.args, job.kwargs
+        task.push_request(
+            id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, is_eager=False,
+            called_directly=False, hostname=self.hostname, task=job.name,
+            delivery_info={"routing_key": job.queue, "priority": job.priority},
+            ignore_result=job.ignore_result,
+        )
+        status, value, einfo = FAILURE, None, None
+        try:
+            try:
+                job.in_user_code = True
+                value = task(*args, **kwargs)
+            finally:
+                with self.lock:
+                    job.in_user_code = False
+            pending = task.request.retry_request
+            if pending is not None:
+                raise pending
+            encoded = dumps_result(value)
+            status = SUCCESS
+            task.on_success(value, job.task_id, args, kwargs)
+            if job.ignore_result:
+                return Outcome(job, FORGET)
+            return Outcome(job, SUCCESS, encoded)
+        except Retry as retry:
+            status, einfo = RETRY, tb_module.format_exc()
+            countdown = retry.countdown if getattr(retry, "countdown", None) is not None else 0
+            eta = getattr(retry, "eta", None)
+            if isinstance(eta, datetime):
+                moment = eta if eta.tzinfo else eta.replace(tzinfo=UTC)
+                countdown = (moment - datetime.now(UTC)).total_seconds()
+            new_args = getattr(retry, "new_args", None)
+            new_kwargs = getattr(retry, "new_kwargs", None)
+            reason = retry.exc if retry.exc is not None else retry
+            task.on_retry(reason, job.task_id, args, kwargs, einfo)
+            return Outcome(
+                job, RETRY, exception_to_dict(reason), einfo, max(0.0, float(countdown)),
+                json.dumps(list(new_args)) if new_args is not None else None,
+                json.dumps(dict(new_kwargs)) if new_kwargs is not None else None,
+            )
+        except Ignore:
+            status = "IGNORED"
+            return Outcome(job, FORGET)
+        except BaseException as exc:  # noqa: BLE001 - a task may raise anything
+            value, einfo = exc, tb_module.format_exc()
+            if job.terminated:
+                status = REVOKED
+                return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("terminated")))
+            try:
+                task.on_failure(exc, job.task_id, args, kwargs, einfo)
+            except Exception:
+                log.exception("on_failure handler of %s failed", job.name)
+            return Outcome(job, FAILURE, exception_to_dict(exc), einfo)
+        finally:
+            try:
+                task.after_return(status, value, job.task_id, args, kwargs, einfo)
+            except Exception:
+                log.exception("after_return handler of %s failed", job.name)
+            task.pop_request()
+
+    # --- database steps ---------------------------------------------------------------------
+    def _connect(self) -> None:
+        self.conn = sql.connect(self.url)
+        applied = sql.migrate(self.conn)
+        if applied:
+            log.info("native: schema migrations applied: %s", ", ".join(applied))
+        if self.poll_only:
+            return
+        try:
+            self.listener = sql.connect(self.url)
+            self.listener.execute(f"LISTEN {sql.NOTIFY_JOBS}")
+            self.listener.execute(f"LISTEN {sql.NOTIFY_REVOKE}")
+        except Exception as error:  # e.g. a transaction pooler refusing LISTEN
+            log.warning("native: LISTEN unavailable (%s): switching to poll-only mode", error)
+            self.poll_only = True
+            if self.listener is not None:
+                self.listener.close()
+            self.listener = None
+
+    def _claim(self, limit: int) -> int:
+        token = uuid.uuid4()
+        rows = self.conn.execute(sql.CLAIM, {
+            "queues": self.queues, "limit": limit, "token": token, "worker": self.id,
+            "lease": self.lease,
+        }).fetchall()
+        for row in rows:
+            job = Held(row, token)
+            self.held[job.id] = job
+            self.by_task_id[job.task_id] = job
+            # higher priority first, then the order the queue had them in
+            self.ready.put((-job.priority, row[-1], next(self.seq), job))
+        return len(rows)
+
+    def _flush(self) -> None:
+        if not self.done:
+            return
+        batch: list[Outcome] = []
+        while self.done:
+            batch.append(self.done.popleft())
+        cols: list[list] = [[] for _ in range(9)]
+        for o in batch:
+            values = (o.job.id, o.job.token, o.status if o.status != FORGET else SUCCESS,
+                      json.dumps(o.result) if isinstance(o.result, dict) else o.result,
+                      o.traceback, o.countdown, o.args, o.kwargs, o.status == FORGET)
+            for col, value in zip(cols, values, strict=True):
+                col.append(value)
+        try:
+            written = self.conn.execute(sql.FINISH, cols).fetchone()[0]
+        except Exception:
+            self.done.extendleft(reversed(batch))  # keep them for the next attempt
+            raise
+        if written < len(batch):
+            log.warning("native: %d finished job(s) were no longer ours (lease lost): "
+                        "their results were discarded", len(batch) - written)
+        for o in batch:
+            self.held.pop(o.job.id, None)
+            self.by_task_id.pop(o.job.task_id, None)
+        self.processed += len(batch)
+
+    def _release(self, jobs: list[Held]) -> None:
+        if not jobs:
+            return
+        released = self.conn.execute(
+            sql.RELEASE, ([j.id for j in jobs], [j.token for j in jobs])
+        ).fetchall()
+        for j in jobs:
+            self.held.pop(j.id, None)
+            self.by_task_id.pop(j.task_id, None)
+        log.info("native: returned %d job(s) to the queue", len(released))
+
+    def _heartbeat(self) -> None:
+        tokens = list({j.token for j in self.held.values()})
+        if tokens:
+            for _id, task_id, revoke in self.conn.execute(
+                sql.RENEW, (self.lease, tokens)
+            ).fetchall():
+                if revoke:
+                    self._revoke_local(task_id, revoke)
+        reaped = self.conn.execute(
+            sql.REAP, {"max": int(self.app.conf.native_max_recoveries)}
+        ).fetchall()
+        for _id, task_id, status in reaped:
+            log.warning("native: lease of %s expired: now %s", task_id, status)
+        self.conn.execute(sql.HEARTBEAT, (
+            self.id, self.hostname, os.getpid(), self.queues, self.concurrency,
+            len(self.running), self.processed,
+        ))
+        if self.heartbeat_file:
+            with open(self.heartbeat_file, "a"):
+                pass
+            os.utime(self.heartbeat_file)
+
+    def _fire_cron(self) -> None:
+        for entry, slot in self.cron.due():
+            task = self.app.tasks.get(entry.task)
+            if task is None:
+                log.error("native: beat entry %r: task %r is not registered", entry.name,
+                          entry.task)
+                continue
+            job = task.build_job(entry.args, entry.kwargs, **entry.options)
+            with self.conn.transaction():
+                won = self.conn.execute(sql.CRON_SLOT, (entry.name, slot, job.task_id)).fetchall()
+                if won:
+                    self.conn.execute(sql.ENQUEUE, sql.job_params([job]))
+            if won:
+                log.info("native: beat %s fired %s (%s)", entry.name, entry.task, job.task_id)
+
+    def _prune(self) -> None:
+        ok, bad = self._prune_rows()
+        if ok or bad:
+            log.info("native: retention pruned %d succeeded and %d failed/revoked row(s)", ok, bad)
+
+    def _prune_rows(self) -> tuple[int, int]:
+        row = self.conn.execute(sql.PRUNE, {
+            "ok": float(self.app.conf.result_expires),
+            "bad": float(self.app.conf.native_failure_expires),
+        }).fetchone()
+        return row[0], row[1]
+
+    # --- revocation and time limits ---------------------------------------------------------
+    def _revoke_local(self, task_id: str, mode: str) -> None:
+        self.revoked.add(task_id)
+        job = self.by_task_id.get(task_id)
+        if job is None or mode != "terminate":
+            return
+        with self.lock:
+            if job.in_user_code and job.thread and not job.terminated:
+                job.terminated = True
+                _raise_in_thread(job.thread, TaskRevokedError)
+                log.info("native: terminating %s (%s)", job.name, task_id)
+
+    def _limits(self, job: Held) -> tuple[float | None, float | None]:
+        task = self.app.tasks.get(job.name)
+        options = job.options or {}
+        soft = options.get("soft_time_limit") or getattr(task, "soft_time_limit", None) \
+            or self.app.conf.task_soft_time_limit
+        hard = options.get("time_limit") or getattr(task, "time_limit", None) \
+            or self.app.conf.task_time_limit
+        return soft, hard
+
+    def _enforce_time_limits(self) -> float:
+        """Raise soft limits in the task's thread; at the hard limit record FAILURE and give
+        the thread's slot to a fresh thread. Returns seconds until the next limit."""
+        now = time.monotonic()
+        next_in = float("inf")
+        with self.lock:
+            running = list(self.running.values())
+        for job in running:
+            soft, hard = self._limits(job)
+            elapsed = now - job.started
+            if soft and not job.soft_sent:
+                if elapsed >= soft:
+                    with self.lock:
+                        if job.in_user_code:
+                            job.soft_sent = True
+                            _raise_in_thread(job.thread, SoftTimeLimitExceeded)
+                else:
+                    next_in = min(next_in, soft - elapsed)
+            if hard and not job.hard_sent:
+                if elapsed >= hard:
+                    with self.lock:
+                        job.hard_sent = job.abandoned = True
+                        if job.in_user_code:
+                            _raise_in_thread(job.thread, TimeLimitExceeded)
+                        self.running.pop(job.id, None)
+                    error = TimeLimitExceeded(f"hard time limit ({hard}s) exceeded")
+                    self.done.append(Outcome(job, FAILURE, exception_to_dict(error)))
+                    log.error("native: %s[%s] exceeded its hard time limit", job.name,
+                              job.task_id)
+                    self._start_thread()
+                else:
+                    next_in = min(next_in, hard - elapsed)
+        return next_in
+
+    # --- the loop ---------------------------------------------------------------------------
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _notifications(self) -> bool:
+        """Read pending NOTIFYs; True when new jobs may be waiting."""
+        if self.listener is None:
+            return False
+        jobs = False
+        for note in self.listener.notifies(timeout=0):
+            if note.channel == sql.NOTIFY_JOBS:
+                jobs = jobs or note.payload in self.queues
+            else:
+                self._revoke_local(note.payload, "terminate" if self._wants_terminate(
+                    note.payload) else "revoke")
+        return jobs
+
+    def _wants_terminate(self, task_id: str) -> bool:
+        if task_id not in self.by_task_id:
+            return False
+        row = self.conn.execute(
+            "SELECT revoke FROM start_all.jobs WHERE task_id = %s", (task_id,)
+        ).fetchone()
+        return bool(row and row[0] == "terminate")
+
+    def _begin_stop(self) -> None:
+        log.info("native: stopping: no new claims, finishing running tasks (budget %.1fs)",
+                 self.stop_timeout)
+        with self.lock:
+            self.draining = True
+        while True:
+            try:
+                item = self.ready.get_nowait()
+            except queue.Empty:
+                break
+            if item[-1] is not _STOP:
+                self.unstarted.append(item[-1])
+        for _ in self.threads:
+            self.ready.put((float("inf"), 0.0, next(self.seq), _STOP))
+        with self.lock:
+            unstarted, self.unstarted = self.unstarted, []
+        self._release(unstarted)
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        self.install_signals()
+        self.app.import_pending()
+        self._connect()
+        for _ in range(self.concurrency):
+            self._start_thread()
+        log.info("native: worker %s ready: %d threads, queues %s, %s", self.id,
+                 self.concurrency, ",".join(self.queues),
+                 "poll-only" if self.poll_only else "LISTEN/NOTIFY")
+        poll = self.app.conf.native_poll_interval or (0.5 if self.poll_only else 2.0)
+        now = time.monotonic()
+        next_beat = now
+        next_prune = now
+        next_poll = now
+        maybe_more = True
+        stop_deadline = None
+        max_tasks = self.app.conf.worker_max_tasks_per_child
+        max_kib = self.app.conf.worker_max_memory_per_child
+        fds = [self.wake_r] + ([self.listener.fileno()] if self.listener else [])
+        failures = 0
+        while True:
+            try:
+                if self.stop_requests and stop_deadline is None:
+                    stop_deadline = time.monotonic() + self.stop_timeout
+                    self._begin_stop()
+                if self.stop_requests > 1 or self.abort:
+                    return self._abort("second stop signal" if not self.abort else "SIGQUIT")
+                self._flush()
+                now = time.monotonic()
+                if stop_deadline is not None:
+                    with self.lock:
+                        busy = bool(self.running) or bool(self.unstarted)
+                    with self.lock:
+                        unstarted, self.unstarted = self.unstarted, []
+                    self._release(unstarted)
+                    if not busy and not self.done:
+                        return self._finish_stop()
+                    if now >= stop_deadline:
+                        return self._abort("stop budget spent")
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + self.beat_interval
+                    if max_kib and _rss_kib() > max_kib and stop_deadline is None:
+                        log.info("native: memory above worker_max_memory_per_child: recycling")
+                        self.stop_requests += 1
+                        continue
+                if now >= next_prune:
+                    self._prune()
+                    next_prune = now + float(self.app.conf.native_prune_interval)
+                if stop_deadline is None and self.cron.entries:
+                    self._fire_cron()
+                if max_tasks and self.processed >= max_tasks and stop_deadline is None:
+                    log.info("native: %d tasks processed: recycling", self.processed)
+                    self.stop_requests += 1
+                    continue
+                if now >= next_poll:
+                    maybe_more = True
+                    next_poll = now + poll
+                free = self.capacity - len(self.held)
+                due_in = poll
+                if stop_deadline is None and maybe_more and free > 0:
+                    claimed = self._claim(free)
+                    maybe_more = claimed == free
+                    if not maybe_more:
+                        row = self.conn.execute(sql.NEXT_DUE, (self.queues,)).fetchone()
+                        if row and row[0] is not None:
+                            due_in = max(0.0, row[0])
+                    if maybe_more:
+                        continue  # the queue is not empty: go round at once
+                failures = 0
+                timeout = min(due_in, max(0.0, next_poll - now), max(0.0, next_beat - now),
+                              self._enforce_time_limits(), self.cron.seconds_to_next() + 0.001)
+                if stop_deadline is not None:
+                    timeout = min(timeout, max(0.0, stop_deadline - now), 0.5)
+                if self.done or self.stop_requests and stop_deadline is None:
+                    timeout = 0
+                readable, _, _ = select.select(fds, [], [], timeout)
+                if self.wake_r in readable:
+                    self._drain_wake()
+                if self._notifications():
+                    maybe_more = True
+                if due_in <= timeout:
+                    maybe_more = True
+            except Exception as error:
+                import psycopg
+
+                if not isinstance(error, psycopg.Error):
+                    raise
+                failures += 1
+                pause = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.error("native: database error (%s); reconnecting in %.1fs", error, pause)
+                self._close()
+                if self._sleep_unless_stopped(pause):
+                    return self._abort("stopped while the database was unreachable")
+                try:
+                    self._connect()
+                    fds = [self.wake_r] + ([self.listener.fileno()] if self.listener else [])
+                except Exception as again:
+                    log.error("native: reconnect failed: %s", again)
+
+    def _sleep_unless_stopped(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stop_requests or self.abort:
+                return True
+            select.select([self.wake_r], [], [], max(0.0, deadline - time.monotonic()))
+            self._drain_wake()
+        return False
+
+    def _finish_stop(self) -> int:
+        log.info("native: stopped cleanly after %d task(s)", self.processed)
+        self._unregister()
+        self._close()
+        return 0
+
+    def _abort(self, why: str) -> int:
+        """Requeue everything still held; their threads' later results will be fenced out."""
+        log.warning("native: aborting (%s): returning running and unstarted jobs to the queue",
+                    why)
+        with self.lock:
+            self.draining = True
+        try:
+            self._flush()
+            self._release(list(self.held.values()))
+            self._unregister()
+        except Exception as error:
+            log.error("native: could not return jobs (%s): their leases will expire and the "
+                      "reaper will requeue them", error)
+        self._close()
+        return 0
+
+    def _unregister(self) -> None:
+        try:
+            self.conn.execute("DELETE FROM start_all.workers WHERE id = %s", (self.id,))
+        except Exception:
+            pass
+
+    def _close(self) -> None:
+        for conn in (self.conn, self.listener):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+        self.conn = self.listener = None

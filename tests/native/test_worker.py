@@ -1,0 +1,278 @@
+"""The worker's guarantees, with real worker processes, real signals, real PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import job_row, lines
+
+from tests.conftest import wait_for
+
+
+def test_delay_get_and_unknown_id(qapp, start_worker):
+    start_worker("-c", "2")
+    r = qapp.add.delay(2, 3)
+    assert r.get(timeout=10) == 5
+    assert (r.state, r.status, r.ready(), r.successful(), r.failed()) == (
+        "SUCCESS", "SUCCESS", True, True, False)
+    assert qapp.app.AsyncResult("no-such-id").state == "PENDING"
+
+
+def test_priority_higher_first_then_eta_order(qapp, db, start_worker, tmp_path):
+    marks = str(tmp_path / "order")
+    # queued while no worker runs, so the worker sees them all at once
+    for priority in (1, 9, 5):
+        qapp.mark.apply_async(args=[f"p{priority}", marks], priority=priority)
+    qapp.mark.apply_async(args=["eta-late", marks], eta=datetime.now(UTC) + timedelta(seconds=2))
+    qapp.mark.apply_async(args=["eta-early", marks], countdown=1)
+    start_worker("-c", "1")
+    wait_for(lambda: len(lines(tmp_path / "order")) == 5, 20, "five marks")
+    tags = [line.split()[0] for line in lines(tmp_path / "order")]
+    assert tags == ["p9", "p5", "p1", "eta-early", "eta-late"]
+
+
+def test_countdown_is_respected(qapp, db, start_worker, tmp_path):
+    start_worker("-c", "1")
+    sent = time.time()
+    r = qapp.mark.apply_async(args=["later", str(tmp_path / "m")], countdown=1.5)
+    time.sleep(0.3)
+    assert r.state == "PENDING"
+    r.get(timeout=10)
+    assert time.time() - sent >= 1.4
+
+
+def test_named_queues(qapp, db, start_worker, tmp_path):
+    start_worker("-c", "1", "-Q", "slow")
+    fast = qapp.add.apply_async(args=[1, 1])  # default queue "celery": nobody listens
+    slow = qapp.add.apply_async(args=[2, 2], queue="slow")
+    assert slow.get(timeout=10) == 4
+    assert fast.state == "PENDING" and job_row(db, fast.id)["status"] == "PENDING"
+
+
+def test_two_workers_never_run_the_same_job(qapp, db, start_worker, tmp_path):
+    marks = tmp_path / "once"
+    start_worker("-c", "4")
+    start_worker("-c", "4")
+    from supervisor.native import group
+
+    group(qapp.mark.s(f"job{i}", str(marks)) for i in range(400)).apply_async()
+    wait_for(lambda: len(lines(marks)) >= 400, 60, "400 jobs")
+    wait_for(lambda: db.execute(
+        "SELECT count(*) FROM start_all.jobs WHERE status = 'SUCCESS'").fetchone()[0] == 400,
+        20, "400 successes")
+    counts = Counter(line.split()[0] for line in lines(marks))
+    assert len(counts) == 400 and set(counts.values()) == {1}
+    assert len({line.split()[1] for line in lines(marks)}) == 2, "both workers took jobs"
+
+
+def test_revoke_pending_and_running(qapp, db, start_worker, tmp_path):
+    marks = tmp_path / "rv"
+    pending = qapp.mark.apply_async(args=["never", str(marks)], countdown=1)
+    pending.revoke()
+    assert pending.state == "REVOKED"
+    start_worker("-c", "1")
+    running = qapp.hold.delay("long", str(marks), 30)
+    wait_for(lambda: any(line.startswith("start long") for line in lines(marks)), 10, "start")
+    running.revoke(terminate=True)
+    wait_for(lambda: running.state == "REVOKED", 10, "REVOKED")
+    from supervisor.native import TaskRevokedError
+
+    with pytest.raises(TaskRevokedError):
+        running.get(timeout=1)
+    time.sleep(1.2)  # past the revoked job's countdown: it must not have run
+    assert not any("never" in line for line in lines(marks))
+    assert not any(line.startswith("end long") for line in lines(marks))
+
+
+def test_sigkill_mid_task_reruns_after_lease_and_old_owner_is_fenced(qapp, db, start_worker,
+                                                                      tmp_path):
+    marks = tmp_path / "k"
+    first = start_worker("-c", "1")
+    r = qapp.hold.delay("job", str(marks), 0.5)
+    wait_for(lambda: any(line.startswith("start") for line in lines(marks)), 10, "start")
+    stale_token = job_row(db, r.id)["lease_token"]
+    first.signal(signal.SIGKILL)
+    first.wait(5)
+    start_worker("-c", "1")
+    assert r.get(timeout=20) == "job"
+    row = job_row(db, r.id)
+    assert row["recoveries"] == 1 and row["status"] == "SUCCESS"
+    ends = [line for line in lines(marks) if line.startswith("end")]
+    assert len(ends) == 1, "finished exactly once"
+    # the killed worker's finish, replayed now with its old lease token, must not land
+    from supervisor.native import store
+
+    written = db.execute(store.FINISH, ([row["id"]], [stale_token], ["FAILURE"], [None], [None],
+                                        [0.0], [None], [None], [False])).fetchone()[0]
+    assert written == 0 and job_row(db, r.id)["status"] == "SUCCESS"
+
+
+def test_poison_pill_fails_after_k_recoveries(qapp, db, start_worker):
+    r = qapp.die.delay()
+    for _ in range(3):  # each worker dies on the job; the reaper of the next one requeues it
+        worker = start_worker("-c", "1", env={"NATIVE_TEST_MAX_RECOVERIES": "2"}, ready=False)
+        worker.wait(30)
+        if job_row(db, r.id)["status"] == "FAILURE":
+            break
+    reaper = start_worker("-c", "1", "-Q", "elsewhere", env={"NATIVE_TEST_MAX_RECOVERIES": "2"})
+    wait_for(lambda: r.state == "FAILURE", 20, "poison pill given up")
+    from supervisor.native import WorkerLostError
+
+    with pytest.raises(WorkerLostError, match="poison pill"):
+        r.get(timeout=1)
+    assert job_row(db, r.id)["recoveries"] == 3
+    reaper.signal(signal.SIGTERM)
+    assert reaper.wait(10) == 0
+
+
+def test_sigterm_finishes_running_and_returns_prefetched(qapp, db, start_worker, tmp_path):
+    marks = tmp_path / "t"
+    worker = start_worker("-c", "1", "--stop-timeout", "10")
+    running = qapp.hold.delay("running", str(marks), 1.0)
+    wait_for(lambda: any("start running" in line for line in lines(marks)), 10, "start")
+    queued = [qapp.mark.delay(f"q{i}", str(marks)) for i in range(3)]
+    wait_for(lambda: all(job_row(db, r.id)["status"] == "RESERVED" for r in queued), 10,
+             "prefetched")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert running.get(timeout=1) == "running", "the running task was finished"
+    assert all(job_row(db, r.id)["status"] == "PENDING" for r in queued), "returned, unstarted"
+    assert "stopped cleanly" in worker.output
+    assert db.execute("SELECT count(*) FROM start_all.workers").fetchone()[0] == 0
+    start_worker("-c", "2")
+    assert [r.get(timeout=10) for r in queued] == ["q0", "q1", "q2"]
+
+
+def test_second_sigterm_aborts_and_requeues(qapp, db, start_worker, tmp_path):
+    marks = tmp_path / "a"
+    worker = start_worker("-c", "1", "--stop-timeout", "30")
+    r = qapp.hold.delay("long", str(marks), 30)
+    wait_for(lambda: any("start long" in line for line in lines(marks)), 10, "start")
+    worker.signal(signal.SIGTERM)
+    wait_for(lambda: "stopping" in worker.output, 10, "stopping")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    row = job_row(db, r.id)
+    assert row["status"] == "PENDING" and row["lease_token"] is None, "requeued, not lost"
+
+
+def test_stop_budget_spent_requeues(qapp, db, start_worker, tmp_path):
+    marks = tmp_path / "b"
+    worker = start_worker("-c", "1", "--stop-timeout", "0.5")
+    r = qapp.hold.delay("long", str(marks), 30)
+    wait_for(lambda: any("start long" in line for line in lines(marks)), 10, "start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    assert "stop budget spent" in worker.output
+    assert job_row(db, r.id)["status"] == "PENDING"
+
+
+def test_poll_only_mode(qapp, db, start_worker, tmp_path):
+    worker = start_worker("-c", "1", "--poll-only", env={"NATIVE_TEST_POLL": "0.2"})
+    assert "poll-only" in worker.output
+    assert qapp.add.delay(20, 22).get(timeout=10) == 42
+    assert db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%' "
+        "AND datname = current_database()").fetchone()[0] == 0
+
+
+def test_heartbeat_file_and_row(qapp, db, start_worker, tmp_path):
+    beat = tmp_path / "heartbeat"
+    worker = start_worker("-c", "1", env={"START_ALL_HEARTBEAT_FILE": str(beat)})
+    wait_for(beat.exists, 10, "heartbeat file")
+    first = beat.stat().st_mtime
+    wait_for(lambda: beat.stat().st_mtime > first, 10, "heartbeat file touched again")
+    row = db.execute("SELECT pid, queues, concurrency FROM start_all.workers").fetchone()
+    assert row == (worker.proc.pid, ["celery"], 1)
+
+
+def test_time_limits(qapp, db, start_worker, tmp_path):
+    start_worker("-c", "1")
+    assert qapp.soft_limited.delay(str(tmp_path / "s")).get(timeout=10) == "cleaned up"
+    assert lines(tmp_path / "s") == ["soft limit caught"]
+    r = qapp.hard_limited.delay()
+    from supervisor.native import TimeLimitExceeded
+
+    with pytest.raises(TimeLimitExceeded):
+        r.get(timeout=10)
+    assert qapp.add.delay(1, 2).get(timeout=10) == 3, "the worker still has its thread"
+
+
+def test_retry_countdown_stored_and_max_retries(qapp, db, start_worker, tmp_path):
+    start_worker("-c", "1")
+    path = tmp_path / "r"
+    r = qapp.retry_later.delay(str(path))
+    wait_for(lambda: r.state == "RETRY", 10, "RETRY")
+    row = job_row(db, r.id)
+    wait_s = (row["run_at"] - datetime.now(UTC)).total_seconds()
+    assert 25 < wait_s <= 30 and row["retries"] == 1
+    assert isinstance(r.result, OSError)
+    for _ in range(2):  # fast-forward the countdowns instead of waiting for them
+        db.execute("UPDATE start_all.jobs SET run_at = now() WHERE task_id = %s", (r.id,))
+        db.execute("SELECT pg_notify('start_all_jobs', 'celery')")
+        retries = job_row(db, r.id)["retries"]
+        wait_for(lambda n=retries: job_row(db, r.id)["retries"] > n
+                 or r.state == "FAILURE", 10, "next attempt")
+    with pytest.raises(OSError, match="flaky"):
+        r.get(timeout=10)
+    assert lines(path) == ["attempt 0", "attempt 1", "attempt 2"], "max_retries=2: 3 attempts"
+
+
+def test_retry_backoff_with_full_jitter_bounds(qapp, db, start_worker, tmp_path):
+    start_worker("-c", "1")
+    path = tmp_path / "bo"
+    r = qapp.backoff.delay(str(path))
+    seen = []
+    for attempt in range(4):
+        wait_for(lambda a=attempt: job_row(db, r.id)["retries"] == a + 1, 10, "retry stored")
+        row = job_row(db, r.id)
+        delay = (row["run_at"] - datetime.now(UTC)).total_seconds()
+        cap = min(5, 2 * 2 ** attempt)  # retry_backoff=2, retry_backoff_max=5
+        assert -0.5 <= delay <= cap + 0.1, (attempt, delay, cap)
+        seen.append(delay)
+        db.execute("UPDATE start_all.jobs SET run_at = now() WHERE task_id = %s", (r.id,))
+        db.execute("SELECT pg_notify('start_all_jobs', 'celery')")
+    with pytest.raises(OSError):
+        r.get(timeout=10)
+    assert len(lines(path)) == 5, "max_retries=4: 5 attempts"
+
+
+def test_cron_slot_fires_once_with_two_schedulers(qapp, db, start_worker, tmp_path):
+    env = {"NATIVE_TEST_BEAT": "1"}
+    start_worker("-c", "1", env=env)
+    start_worker("-c", "1", env=env)
+    wait_for(lambda: db.execute("SELECT count(*) FROM start_all.cron_slots").fetchone()[0] >= 3,
+             15, "three slots")
+    slots = db.execute("SELECT name, slot, task_id FROM start_all.cron_slots").fetchall()
+    assert len({s[1] for s in slots}) == len(slots), "one row per slot"
+    wait_for(lambda: len(lines(tmp_path / "marks")) >= 3, 15, "beat tasks ran")
+    fired = db.execute(
+        "SELECT count(*) FROM start_all.jobs WHERE name = 'qtasks.mark'").fetchone()[0]
+    assert fired == db.execute("SELECT count(*) FROM start_all.cron_slots").fetchone()[0]
+
+
+def test_retention_prunes_old_rows(qapp, db, start_worker):
+    ok = qapp.add.delay(1, 1)
+    ok_old = qapp.add.delay(2, 2)
+    bad_old = qapp.add.apply_async(args=[1], countdown=0)  # TypeError in the task
+    bad_older = qapp.add.apply_async(args=[2])
+    first = start_worker("-c", "1")
+    for r in (ok, ok_old, bad_old, bad_older):
+        r.get(timeout=10, propagate=False)
+    first.signal(signal.SIGTERM)
+    assert first.wait(10) == 0
+    db.execute("UPDATE start_all.jobs SET finished_at = now() - interval '2 days' "
+               "WHERE task_id = ANY(%s)", ([ok_old.id, bad_old.id],))
+    db.execute("UPDATE start_all.jobs SET finished_at = now() - interval '8 days' "
+               "WHERE task_id = %s", (bad_older.id,))
+    second = start_worker("-c", "1")  # prunes when it starts, then every native_prune_interval
+    state = qapp.app.AsyncResult
+    wait_for(lambda: state(ok_old.id).state == "PENDING", 10, "old success pruned")
+    wait_for(lambda: state(bad_older.id).state == "PENDING", 10, "8-day-old failure pruned")
+    assert state(ok.id).state == "SUCCESS", "a fresh success stays (1 day)"
+    assert state(bad_old.id).state == "FAILURE", "a 2-day-old failure stays (7 days)"
+    assert "retention pruned 1 succeeded and 1 failed" in second.output
