@@ -72,7 +72,8 @@ def port_open(port: int) -> bool:
 class Supervisor:
     """A real `start-all` process; as PID 1 of a fresh PID namespace when `pid1` is set."""
 
-    def __init__(self, cwd: Path, args: list[str] = (), env: dict | None = None, pid1=True):
+    def __init__(self, cwd: Path, args: list[str] = (), env: dict | None = None, pid1=True,
+                 prefix: list[str] = ()):
         self.cwd = cwd
         self.log_path = cwd / "start-all.log"
         self.log_file = open(self.log_path, "wb")
@@ -80,6 +81,7 @@ class Supervisor:
         argv = [*START_ALL, *args]
         if pid1:
             argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
+        argv = [*prefix, *argv]  # e.g. a wrapper that enters a memory cgroup, then execs
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             argv, cwd=cwd, env=full_env, stdout=self.log_file, stderr=subprocess.STDOUT
@@ -141,11 +143,11 @@ def run_supervisor(tmp_path):
     """Factory: write a Procfile into a temp dir and start the supervisor there."""
     started: list[Supervisor] = []
 
-    def start(procfile: str | None = None, *, args=(), env=None, pid1=True, cwd=None):
+    def start(procfile: str | None = None, *, args=(), env=None, pid1=True, cwd=None, prefix=()):
         where = Path(cwd or tmp_path)
         if procfile is not None:
             (where / "Procfile").write_text(procfile)
-        sup = Supervisor(where, list(args), env, pid1)
+        sup = Supervisor(where, list(args), env, pid1, list(prefix))
         started.append(sup)
         return sup
 
