@@ -10,12 +10,14 @@ and on the platform (PostgreSQL, e.g. Supabase through its pooler):
 - DATABASE_URL   postgres://... (session pooler, port 5432) or unset for SQLite in DATA_DIR.
                  Port 6543 (Supabase's transaction pooler) switches on what that pooler needs.
 - DATA_DIR       where the SQLite file lives (default: ./data).
-- START_ALL_WORKER_CONCURRENCY  set by start-all from the memory limit; django-q2 workers.
+- START_ALL_WORKER_CONCURRENCY  django-q2 workers; start-all sets it from the memory limit.
 """
 
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from supervisor.contrib.django import q_cluster_sizing
 
 TRANSACTION_POOLER_PORT = 6543  # Supabase (Supavisor) transaction mode
 
@@ -77,17 +79,18 @@ CACHES = {
 # health checkers send the container's IP as Host). `start-all check` verifies this.
 START_ALL_HEALTH_PATH = "/healthz"
 
-WORKERS = int(os.environ.get("START_ALL_WORKER_CONCURRENCY") or 1)
 Q_CLUSTER = {
     "name": os.environ.get("Q_CLUSTER_NAME", "app"),
     "orm": "default",  # the database is the broker: no Redis to pay for
-    "workers": WORKERS,  # never cpu_count(): that is the host's, not the container's
+    "max_rss": 150_000,  # KiB: a worker process above ~150 MB is replaced after its task
+    # workers, queue_limit and max_rss from start-all's sizing of the container's memory
+    # (START_ALL_WORKER_CONCURRENCY), never cpu_count(): inside a container that is the host's.
+    # A small queue_limit also keeps a stop short: qcluster drains what it prefetched.
+    **q_cluster_sizing(default_workers=1),
     "recycle": 500,  # restart a worker process after this many tasks (leaks)
-    "max_rss": 150_000,  # KB: a worker above ~150 MB is replaced after its task
     "timeout": 120,  # a task running longer is killed ...
     "retry": 180,  # ... and an unacknowledged one redelivered: keep retry > timeout
     "max_attempts": 3,
-    "queue_limit": WORKERS,  # prefetch little: a stop drains what was fetched
     "poll": 1.0,  # seconds between broker polls when idle (each one is a query)
     "catch_up": False,  # after a sleeping instance wakes up, run a missed schedule once
     "save_limit": 250,  # successful results kept
