@@ -86,7 +86,8 @@ def run_worker(app: Any, args: argparse.Namespace) -> int:
 
 def celery_argv(args: argparse.Namespace) -> list[str]:
     """The equivalent real Celery command (USE_DB_QUEUE=false)."""
-    argv = ["celery", "-A", args.app.partition(":")[0], "worker", "-l", args.loglevel]
+    module = args.app.partition(":")[0]
+    argv = [sys.executable, "-m", "celery", "-A", module, "worker", "-l", args.loglevel]
     if args.concurrency or os.environ.get("START_ALL_WORKER_CONCURRENCY"):
         argv += ["-c", str(args.concurrency or os.environ["START_ALL_WORKER_CONCURRENCY"])]
     if args.queues:
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker" and not use_db_queue():
             argv = celery_argv(args)
             print(f"USE_DB_QUEUE=false: running {' '.join(argv)}", file=sys.stderr, flush=True)
-            os.execvp(argv[0], argv)
+            os.execv(argv[0], argv)
         app = load_app(args.app)
         if args.command == "migrate":
             from supervisor.native import store
