@@ -87,3 +87,43 @@ def child_of(sup, marker: str) -> psutil.Process:
         return None
 
     return wait_for(find, 15, f"child {marker!r}")
+
+
+@pytest.fixture
+def memory_cgroup():
+    """Factory: a real cgroup v1 memory cgroup with a limit; yields argv prefixes entering it.
+
+    Skipped (not failed) where the machine cannot make one: not root, or no v1 memory
+    controller; tests that need the watchdog have a host fallback.
+    """
+    made = []
+
+    def make(limit_bytes: int) -> tuple[list[str], str]:
+        own = ""
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "memory" in controllers.split(","):
+                    own = path
+        base = f"/sys/fs/cgroup/memory{own.rstrip('/')}"
+        if os.geteuid() != 0 or not os.path.isdir(base):
+            pytest.skip("no writable cgroup v1 memory controller here")
+        path = f"{base}/start-all-test-{os.getpid()}-{len(made)}"
+        os.makedirs(path, exist_ok=True)
+        with open(f"{path}/memory.limit_in_bytes", "w") as f:
+            f.write(str(limit_bytes))
+        made.append(path)
+        prefix = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', path]
+        return prefix, path
+
+    yield make
+    for path in made:
+        def empty(path=path):
+            with open(f"{path}/cgroup.procs") as f:
+                return not f.read().strip()
+
+        try:
+            wait_for(empty, 10, "the test cgroup to empty")
+            os.rmdir(path)
+        except (OSError, AssertionError):
+            pass
