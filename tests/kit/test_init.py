@@ -1,0 +1,144 @@
+"""`start-all init`: template sets copied into a project, never over existing files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from supervisor.kit.init import TEMPLATES
+from tests.conftest import ROOT
+from tests.kit.conftest import kit_env, start_all
+
+
+def django_project(path):
+    (path / "mysite").mkdir(parents=True)
+    (path / "mysite" / "__init__.py").write_text("")
+    (path / "manage.py").write_text(
+        'import os\nos.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")\n'
+    )
+    return path
+
+
+def test_init_writes_the_set_and_lists_it(tmp_path):
+    project = django_project(tmp_path / "p")
+    result = start_all(project, "init", "django-qcluster")
+    assert result.returncode == 0, result.stderr
+    written = [
+        line.removeprefix("wrote ") for line in result.stdout.splitlines() if "wrote" in line
+    ]
+    expected = [
+        "Procfile",
+        "Dockerfile",
+        ".dockerignore",
+        ".env.example",
+        "gunicorn.conf.py",
+        "mysite/start_all_settings.py",
+    ]  # next to the settings module manage.py names
+    assert sorted(written) == sorted(expected)
+    assert (project / "Procfile").read_text() == (
+        ROOT / "templates" / "procfiles" / "django-qcluster.Procfile"
+    ).read_text()
+    assert 'ENTRYPOINT ["start-all"]' in (project / "Dockerfile").read_text()
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path):
+    project = django_project(tmp_path / "p")
+    (project / "Procfile").write_text("web: mine\n")
+    result = start_all(project, "init", "django-native")
+    assert result.returncode == 1
+    assert "not overwriting Procfile" in result.stderr and "--force" in result.stderr
+    assert (project / "Procfile").read_text() == "web: mine\n"
+    assert not (project / "Dockerfile").exists()  # nothing at all was written
+    forced = start_all(project, "init", "django-native", "--force")
+    assert forced.returncode == 0
+    assert "native_worker" in (project / "Procfile").read_text()
+
+
+def test_unknown_template_is_one_line_with_the_known_ones(tmp_path):
+    result = start_all(tmp_path, "init", "rails")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "unknown template 'rails'" in result.stderr
+    for name in TEMPLATES:
+        assert name in result.stderr
+
+
+@pytest.mark.parametrize(
+    "template, kinds, env",
+    [
+        ("django-qcluster", {"web": "gunicorn", "worker": "qcluster"}, {}),
+        ("django-native", {"web": "gunicorn", "worker": "native"}, {}),
+        (
+            "django-celery",
+            {"web": "gunicorn", "worker": "celery-worker", "beat": "celery-beat"},
+            {"CELERY_APP": "mysite.celery:app"},
+        ),
+        (
+            "fastapi-native",
+            {"web": "uvicorn", "worker": "native"},
+            {"ASGI_APP": "app.main:app", "WORKER_APP": "app.tasks:app"},
+        ),
+    ],
+)
+def test_every_template_procfile_is_understood_by_start_all(tmp_path, template, kinds, env):
+    project = django_project(tmp_path / "p")
+    assert start_all(project, "init", template).returncode == 0
+    plan = start_all(project, "--dry-run", "--json", env=kit_env(project, **env))
+    assert plan.returncode == 0, plan.stderr
+    import json
+
+    data = json.loads(plan.stdout)
+    assert {p["name"]: p["kind"] for p in data["processes"]} == kinds
+    assert data["release"] is not None and "start-all migrate" in data["release"]["command"]
+
+
+def test_init_works_from_an_installed_wheel(tmp_path):
+    """Templates ship as package data: init needs no source checkout."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(wheels.glob("start_all-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for template in TEMPLATES.values():
+        for source in template.values():
+            assert f"supervisor/kit/templates/{source}" in names
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    project = tmp_path / "fresh"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from supervisor.kit.init import main; "
+            "import supervisor; print(supervisor.__file__, file=sys.stderr); "
+            "sys.exit(main(['fastapi-native', sys.argv[1]]))",
+            str(project),
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(target) in result.stderr  # the installed copy, not the checkout
+    assert "uvicorn" in (project / "Procfile").read_text()
