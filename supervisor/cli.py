@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "init": "supervisor.kit.init",
     "check": "supervisor.kit.check",
     "migrate": "supervisor.kit.migrate",
+    "schedules": "supervisor.kit.schedules",
 }
 
 
