@@ -24,7 +24,7 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY examples/koyeb/ ./
 RUN mkdir -p /app/data && chown app:app /app/data
-USER app
+USER 10001
 EXPOSE 8000
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

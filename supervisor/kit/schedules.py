@@ -14,7 +14,8 @@ missing ones are created, changed ones updated (their next run kept unless the t
 changed), duplicates and entries no longer listed deleted. Rows with other names (made in
 the admin) are never touched. Running it twice changes nothing, so every deploy may run it.
 
-Native worker: `to_beat_schedule()` gives the same list in Celery's beat_schedule shape.
+Native worker: `to_beat_schedule()` gives the same list in Celery's beat_schedule shape
+(cron strings, which the native worker reads); `to_celery_beat_schedule()` for Celery beat.
 
 `start-all schedules list [FILE]` prints the entries with their next runs;
 `start-all schedules sync` syncs django-q2 through `manage.py shell`. Exit: 0 ok, 1 the sync
@@ -138,6 +139,24 @@ def to_beat_schedule(entries: list[Entry]) -> dict[str, dict]:
         }
         for entry in entries
     }
+
+
+def to_celery_beat_schedule(entries: list[Entry]) -> dict[str, dict]:
+    """For Celery itself (CELERY_BEAT_SCHEDULE): cron strings become celery crontab objects."""
+    from celery.schedules import crontab
+
+    beat = to_beat_schedule(entries)
+    for entry in entries:
+        if entry.cron is not None:
+            minute, hour, day_of_month, month_of_year, day_of_week = entry.cron.split()
+            beat[entry.name]["schedule"] = crontab(
+                minute=minute,
+                hour=hour,
+                day_of_month=day_of_month,
+                month_of_year=month_of_year,
+                day_of_week=day_of_week,
+            )
+    return beat
 
 
 def _django_fields(entry: Entry) -> dict:

@@ -33,7 +33,7 @@ def test_example_built_from_the_template_dockerfile(container_runtime, tmp_path,
         report = app.wait_ready()
         assert report["supervisor"]["pid"] == 1
         inspect = podman("image", "inspect", "-f", "{{.Config.User}} {{.Config.Entrypoint}}", tag)
-        assert inspect.stdout.split()[0] == "app"  # not root
+        assert inspect.stdout.split()[0] == "10001"  # not root
         assert "start-all" in inspect.stdout
         booking = app.post_json("/bookings", {"name": "Cy", "email": "cy@example.com"})
         wait_for(

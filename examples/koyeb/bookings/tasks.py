@@ -1,4 +1,8 @@
-"""Background tasks run by the django-q2 worker."""
+"""Background tasks: plain functions, run by django-q2 (default) or Celery (TASK_QUEUE=celery).
+
+Models are imported inside the functions so that Celery can register this module before
+Django is set up (see demo/celery.py).
+"""
 
 import logging
 import time
@@ -7,12 +11,12 @@ from datetime import timedelta
 from django.core.mail import send_mail
 from django.utils import timezone
 
-from bookings.models import Booking, Summary
-
 log = logging.getLogger(__name__)
 
 
 def send_confirmation(booking_id: int) -> str:
+    from bookings.models import Booking
+
     booking = Booking.objects.get(pk=booking_id)
     send_mail(
         subject=f"Booking #{booking.id} confirmed",
@@ -27,6 +31,8 @@ def send_confirmation(booking_id: int) -> str:
 
 def summarize(summary_id: int) -> str:
     """Stands in for a call to a language model: slow, and worth finishing once started."""
+    from bookings.models import Summary
+
     summary = Summary.objects.get(pk=summary_id)
     summary.status = "running"
     summary.attempts += 1
@@ -44,6 +50,8 @@ def summarize(summary_id: int) -> str:
 
 def cleanup_old_records(days: int = 30) -> int:
     """Daily: forget bookings and finished summaries older than `days`."""
+    from bookings.models import Booking, Summary
+
     cutoff = timezone.now() - timedelta(days=days)
     removed = Booking.objects.filter(created_at__lt=cutoff).delete()[0]
     removed += Summary.objects.filter(status="done", finished_at__lt=cutoff).delete()[0]

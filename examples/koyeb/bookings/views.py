@@ -7,9 +7,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
-from django_q.tasks import async_task
 
 from bookings.models import Booking, Summary
+from bookings.queue import enqueue
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>start-all booking demo</title>
 <h1>Bookings</h1>
@@ -58,7 +58,7 @@ def bookings(request: HttpRequest) -> HttpResponse:
     if not name or "@" not in email:
         return JsonResponse({"error": "name and a valid email are required"}, status=400)
     booking = Booking.objects.create(name=name[:100], email=email)
-    task_id = async_task("bookings.tasks.send_confirmation", booking.id)
+    task_id = enqueue("bookings.tasks.send_confirmation", booking.id)
     if request.content_type != "application/json":
         return HttpResponseRedirect("/")
     return JsonResponse({**booking.as_dict(), "task": task_id}, status=201)
@@ -81,7 +81,7 @@ def summaries(request: HttpRequest) -> HttpResponse:
     if not text:
         return JsonResponse({"error": "text is required"}, status=400)
     summary = Summary.objects.create(text=text, seconds=seconds)
-    task_id = async_task("bookings.tasks.summarize", summary.id)
+    task_id = enqueue("bookings.tasks.summarize", summary.id)
     if request.content_type != "application/json":
         return HttpResponseRedirect("/")
     return JsonResponse({**summary.as_dict(), "task": task_id}, status=201)

@@ -11,7 +11,11 @@ DEBUG = os.environ.get("DEBUG", "") == "1"
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "*").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
-INSTALLED_APPS = ["django.contrib.contenttypes", "django_q", "bookings"]
+# Which queue runs the jobs: "django-q2" (database as broker, the default) or "celery" (Redis).
+TASK_QUEUE = os.environ.get("TASK_QUEUE", "django-q2")
+INSTALLED_APPS = ["django.contrib.contenttypes", "bookings"]
+if TASK_QUEUE == "django-q2":
+    INSTALLED_APPS.append("django_q")
 MIDDLEWARE = [
     "supervisor.contrib.django.HealthMiddleware",  # first: answers /healthz on $PORT
     "django.middleware.security.SecurityMiddleware",
@@ -35,7 +39,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "INFO"},
 }
 
-# Schedules as code: synced to django-q2 by `start-all migrate --sync-schedules` (release:).
+# Schedules as code: synced to django-q2 by `start-all migrate --sync-schedules` (release:),
+# or handed to celery beat as CELERY_BEAT_SCHEDULE.
 START_ALL_SCHEDULES = [
     {
         "name": "daily-cleanup",
@@ -44,6 +49,15 @@ START_ALL_SCHEDULES = [
         "kwargs": {"days": 30},
     },
 ]
+
+if TASK_QUEUE == "celery":
+    from supervisor.kit.schedules import load_entries, to_celery_beat_schedule
+
+    CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    CELERY_TASK_IGNORE_RESULT = True
+    CELERY_TASK_ACKS_LATE = True  # a job killed with its worker is delivered again
+    CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+    CELERY_BEAT_SCHEDULE = to_celery_beat_schedule(load_entries(START_ALL_SCHEDULES))
 
 # DATABASES, CACHES, Q_CLUSTER tuned for 512 MB: the start-all template, unchanged.
 from demo.start_all_settings import *  # noqa: E402,F403
