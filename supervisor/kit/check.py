@@ -208,20 +208,14 @@ def load_settings(project: Path, module: str, environ: dict[str, str]) -> dict |
     return json.loads(result.stdout)
 
 
-def check_django(settings: dict, processes: list[Process], project: Path) -> list[Finding]:
+def check_django(settings: dict, processes: list[Process]) -> list[Finding]:
     findings = []
     apps = settings["INSTALLED_APPS"]
     django_q = "django_q" in apps
     kinds = {p.kind for p in processes}
-    celery = (
-        bool(settings["CELERY"])
-        or "celery-worker" in kinds
-        or any(
-            (project / package / "celery.py").is_file()
-            for package in {app.split(".")[0] for app in apps}
-            | {p.name for p in project.iterdir() if p.is_dir()}
-        )
-    )
+    # What is active: CELERY_* settings or a celery process. (A celery.py module alone may be
+    # an unused alternative, as in the booking example.)
+    celery = bool(settings["CELERY"]) or "celery-worker" in kinds
     if django_q and celery:
         findings.append(
             Finding(
@@ -393,7 +387,7 @@ def diagnose(project: Path, environ: dict[str, str]) -> list[Finding]:
             findings.append(Finding("error", settings))
         else:
             findings.append(Finding("ok", f"Django settings: {module}"))
-            findings += check_django(settings, processes, project)
+            findings += check_django(settings, processes)
     findings += check_database_url(environ.get("DATABASE_URL", ""), processes)
     return findings
 

@@ -26,9 +26,9 @@ def postgres_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pg_url() -> str:
-    """A fresh database for this session, dropped WITH (FORCE) afterwards."""
+    """A fresh database for each test, dropped WITH (FORCE) afterwards."""
     need(postgres_available(), f"PostgreSQL at {PG_URL}")
     import psycopg
 

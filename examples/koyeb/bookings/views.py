@@ -3,6 +3,7 @@
 import json
 from html import escape
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
@@ -62,6 +63,19 @@ def bookings(request: HttpRequest) -> HttpResponse:
     if request.content_type != "application/json":
         return HttpResponseRedirect("/")
     return JsonResponse({**booking.as_dict(), "task": task_id}, status=201)
+
+
+@require_GET
+def stats(request: HttpRequest) -> JsonResponse:
+    """Counts, for dashboards and the memory benchmark."""
+    return JsonResponse(
+        {
+            "queue": settings.TASK_QUEUE,
+            "bookings": Booking.objects.count(),
+            "confirmed": Booking.objects.filter(confirmed_at__isnull=False).count(),
+            "summaries_done": Summary.objects.filter(status="done").count(),
+        }
+    )
 
 
 @require_GET

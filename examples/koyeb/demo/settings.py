@@ -11,11 +11,14 @@ DEBUG = os.environ.get("DEBUG", "") == "1"
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "*").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
-# Which queue runs the jobs: "django-q2" (database as broker, the default) or "celery" (Redis).
+# Which queue runs the jobs: "django-q2" (the database as broker; the default), "native"
+# (start-all's PostgreSQL worker, Procfile.native) or "celery" (Redis, Procfile.celery).
 TASK_QUEUE = os.environ.get("TASK_QUEUE", "django-q2")
 INSTALLED_APPS = ["django.contrib.contenttypes", "bookings"]
 if TASK_QUEUE == "django-q2":
     INSTALLED_APPS.append("django_q")
+elif TASK_QUEUE == "native":
+    INSTALLED_APPS.append("supervisor.native.django")
 MIDDLEWARE = [
     "supervisor.contrib.django.HealthMiddleware",  # first: answers /healthz on $PORT
     "django.middleware.security.SecurityMiddleware",
@@ -40,7 +43,7 @@ LOGGING = {
 }
 
 # Schedules as code: synced to django-q2 by `start-all migrate --sync-schedules` (release:),
-# or handed to celery beat as CELERY_BEAT_SCHEDULE.
+# or handed to the native worker / celery beat as CELERY_BEAT_SCHEDULE.
 START_ALL_SCHEDULES = [
     {
         "name": "daily-cleanup",
@@ -50,7 +53,11 @@ START_ALL_SCHEDULES = [
     },
 ]
 
-if TASK_QUEUE == "celery":
+if TASK_QUEUE == "native":
+    from supervisor.kit.schedules import load_entries, to_beat_schedule
+
+    CELERY_BEAT_SCHEDULE = to_beat_schedule(load_entries(START_ALL_SCHEDULES))
+elif TASK_QUEUE == "celery":
     from supervisor.kit.schedules import load_entries, to_celery_beat_schedule
 
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")

@@ -1,5 +1,6 @@
-"""The example's Celery variant (docker-compose.celery.yml's app) under start-all, real Redis:
-web, celery worker and one beat fed by the same schedules-as-code list."""
+"""The example's other queues under start-all: Celery + Redis (docker-compose.celery.yml's
+app: web, worker and one beat fed by the same schedules-as-code list) and the native
+PostgreSQL worker (Procfile.native)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,20 @@ CELERY_BEAT_SCHEDULE = to_celery_beat_schedule(load_entries([
      "kwargs": {{"days": 1}}}},
 ]))
 """
+
+
+def book(port: int, name: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/bookings",
+        data=json.dumps({"name": name, "email": f"{name.lower()}@example.com"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def confirmed(port: int, booking: dict) -> bool:
+    return bool(json.loads(http_get(port, f"/bookings/{booking['id']}")[1])["confirmed_at"])
 
 
 def redis_available() -> bool:
@@ -51,15 +66,9 @@ def test_celery_variant_confirms_bookings_and_beat_fires(example_project):
     sup = Supervisor(example_project, ["--procfile", "Procfile.celery"], env)
     try:
         wait_for(lambda: port_open(port), 60, f"gunicorn:\n{sup.output[-3000:]}")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/bookings",
-            data=json.dumps({"name": "Eve", "email": "eve@example.com"}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            booking = json.loads(response.read())
+        booking = book(port, "Eve")
         wait_for(
-            lambda: json.loads(http_get(port, f"/bookings/{booking['id']}")[1])["confirmed_at"],
+            lambda: confirmed(port, booking),
             60,
             f"the celery worker to confirm the booking:\n{sup.output[-3000:]}",
         )
@@ -67,6 +76,34 @@ def test_celery_variant_confirms_bookings_and_beat_fires(example_project):
         # start-all sized the worker from the memory limit (Celery's default is cpu_count())
         sized = sup.wait_line(r"worker\.1 started \(pid \d+\): celery .* --concurrency (\d+)")
         sup.wait_line(rf"concurrency: {sized.group(1)} \(prefork\)")
+        sup.signal(signal.SIGTERM)
+        assert sup.wait(30) == 0, sup.output[-3000:]
+        assert "SIGKILL" not in sup.output
+    finally:
+        sup.close()
+
+
+def test_native_variant_confirms_bookings_on_postgresql(example_project, pg_url):
+    port = free_port()
+    env = kit_env(
+        example_project,
+        TASK_QUEUE="native",
+        DATABASE_URL=pg_url,
+        PORT=str(port),
+        START_ALL_HEALTH_PORT=str(free_port()),
+    )
+    sup = Supervisor(example_project, ["--procfile", "Procfile.native"], env)
+    try:
+        wait_for(lambda: port_open(port), 60, f"gunicorn:\n{sup.output[-3000:]}")
+        sup.wait_line(r"^worker\.1 .*native: worker .* ready", 60)
+        booking = book(port, "Flo")
+        wait_for(
+            lambda: confirmed(port, booking),
+            60,
+            f"the native worker to confirm the booking:\n{sup.output[-3000:]}",
+        )
+        stats = json.loads(http_get(port, "/stats")[1])
+        assert stats == {"queue": "native", "bookings": 1, "confirmed": 1, "summaries_done": 0}
         sup.signal(signal.SIGTERM)
         assert sup.wait(30) == 0, sup.output[-3000:]
         assert "SIGKILL" not in sup.output
