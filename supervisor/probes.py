@@ -177,7 +177,7 @@ class Prober:
             path = self.options.get("web_path")
             return http_probe(self.port, path) if path else tcp_probe(self.port)
         if process["kind"] == "qcluster":
-            return qcluster_probe(memory, process["uptime"])
+            return qcluster_probe(memory, time.time() - process["started_at"])
         heartbeat = self.options.get("heartbeats", {}).get(process["name"])
         if heartbeat:
             interval = float(self.options.get("heartbeat_interval", 5.0))

@@ -167,12 +167,10 @@ def tree_pids(pid: int) -> list[int]:
 def process_memory(pid: int) -> tuple[int, int] | None:
     """(RSS, PSS) in bytes of one process; PSS shares pages between forked workers fairly."""
     text = _read(f"/proc/{pid}/smaps_rollup")
-    if text is None:
-        statm = _read(f"/proc/{pid}/statm")
-        if statm is None:
-            return None
-        rss = int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        return rss, rss
+    if not text:  # gone, a zombie (empty), or a kernel without smaps_rollup (None)
+        statm = _read(f"/proc/{pid}/statm") if text is None else None
+        rss = int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE") if statm else 0
+        return (rss, rss) if rss else None
     rss = pss = 0
     for line in text.splitlines():
         if line.startswith("Rss:"):
@@ -183,7 +181,8 @@ def process_memory(pid: int) -> tuple[int, int] | None:
 
 
 def tree_memory(pid: int) -> dict:
-    """Memory of a process and its descendants: summed RSS, summed PSS, process count.
+    """Memory of a process and its descendants: summed RSS, summed PSS, live process count
+    (zombies hold no memory and are not counted).
 
     The watchdog compares PSS: a forked worker's copy-on-write pages are counted once, as the
     kernel's memory cgroup counts them, while summed RSS would count them once per process.
