@@ -30,7 +30,7 @@ def defaults() -> dict[str, Any]:
         "result_expires": 86400.0,  # successes are pruned after a day
         "native_failure_expires": 7 * 86400.0,  # failures and revocations after a week
         "worker_concurrency": None,
-        "worker_prefetch_multiplier": 4,
+        "worker_prefetch_multiplier": None,  # None = adaptive (see worker.Worker.adapt)
         "worker_max_tasks_per_child": None,
         "worker_max_memory_per_child": None,  # KiB, as in Celery
         "beat_schedule": {},

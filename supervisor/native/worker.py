@@ -40,6 +40,8 @@ from supervisor.native.serial import dumps_result, exception_to_dict
 
 log = logging.getLogger("supervisor.native")
 _STOP = object()
+PREFETCH_BUDGET = 0.2  # seconds of queued work a thread may hold (adaptive prefetch)
+FLUSH_DELAY = 0.02  # longest a finished result waits to be written while threads are busy
 # statuses the loop reports for an outcome
 SUCCESS, FAILURE, RETRY, REVOKED, FORGET = "SUCCESS", "FAILURE", "RETRY", "REVOKED", "FORGET"
 
@@ -62,13 +64,15 @@ class Held:
 
 
 class Outcome:
-    __slots__ = ("job", "status", "result", "traceback", "countdown", "args", "kwargs")
+    __slots__ = ("job", "status", "result", "traceback", "countdown", "args", "kwargs",
+                 "runtime")
 
     def __init__(self, job: Held, status: str, result: Any = None, traceback: str | None = None,
                  countdown: float = 0.0, args: str | None = None,
                  kwargs: str | None = None) -> None:
         self.job, self.status, self.result, self.traceback = job, status, result, traceback
         self.countdown, self.args, self.kwargs = countdown, args, kwargs
+        self.runtime = 0.0
 
 
 def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
@@ -96,7 +100,13 @@ class Worker:
         self.app = app
         self.concurrency = max(1, int(concurrency))
         self.queues = queues or [conf.task_default_queue]
-        self.capacity = self.concurrency * max(1, int(conf.worker_prefetch_multiplier or 1))
+        self.fixed_prefetch = conf.worker_prefetch_multiplier
+        self.avg_runtime = 0.05  # seconds per task, a moving average; starts at prefetch 4
+        self.capacity = 0
+        self.flush_batch = 1
+        self.adapt()
+        self.last_claimed = 0
+        self.done_since = 0.0  # when the oldest unwritten outcome was first seen
         self.url = app.database_url
         if poll_only is None:
             poll_only = conf.native_poll_only
@@ -132,6 +142,18 @@ class Worker:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+
+    def adapt(self) -> None:
+        """Size the prefetch: jobs held but not started wait, so hold about PREFETCH_BUDGET
+        seconds of work per thread (at least 1, at most 64 jobs per thread). Short tasks then
+        move in big batches; long ones are not hoarded away from other workers.
+        worker_prefetch_multiplier, when set, fixes it instead (as in Celery)."""
+        if self.fixed_prefetch:
+            multiplier = max(1, int(self.fixed_prefetch))
+        else:
+            multiplier = max(1, min(64, int(PREFETCH_BUDGET / max(self.avg_runtime, 1e-6))))
+        self.capacity = self.concurrency * multiplier
+        self.flush_batch = max(1, self.capacity // 2)
 
     # --- signals ----------------------------------------------------------------------------
     def _on_stop(self, signum: int, frame: Any) -> None:
@@ -171,12 +193,16 @@ class Worker:
                 job.started = time.monotonic()
                 self.running[job.id] = job
             outcome = self._execute(job)
+            outcome.runtime = time.monotonic() - job.started
             with self.lock:
                 self.running.pop(job.id, None)
                 abandoned = job.abandoned
             if not abandoned:
                 self.done.append(outcome)
-            self._wake()
+            # wake the loop only when it has something to do: refill before the threads
+            # starve, or write a full batch; otherwise it flushes on its own short timer
+            if self.ready.qsize() < self.concurrency or len(self.done) >= self.flush_batch:
+                self._wake()
             if abandoned:
                 return  # a replacement thread took this one's place at the hard time limit
 
@@ -267,37 +293,28 @@ class Worker:
                 self.listener.close()
             self.listener = None
 
-    def _claim(self, limit: int) -> int:
-        token = uuid.uuid4()
-        rows = self.conn.execute(sql.CLAIM, {
-            "queues": self.queues, "limit": limit, "token": token, "worker": self.id,
-            "lease": self.lease,
-        }).fetchall()
-        for row in rows:
-            job = Held(row, token)
-            self.held[job.id] = job
-            self.by_task_id[job.task_id] = job
-            # higher priority first, then the order the queue had them in
-            self.ready.put((-job.priority, row[-1], next(self.seq), job))
-        return len(rows)
-
-    def _flush(self) -> None:
-        if not self.done:
-            return
+    def _exchange(self, flush: bool, limit: int) -> int:
+        """Write finished outcomes and claim up to `limit` new jobs in one round trip
+        (pipeline mode); returns how many jobs were claimed."""
         batch: list[Outcome] = []
-        while self.done:
+        while flush and self.done:
             batch.append(self.done.popleft())
-        cols: list[list] = [[] for _ in range(9)]
-        for o in batch:
-            values = (o.job.id, o.job.token, o.status if o.status != FORGET else SUCCESS,
-                      json.dumps(o.result) if isinstance(o.result, dict) else o.result,
-                      o.traceback, o.countdown, o.args, o.kwargs, o.status == FORGET)
-            for col, value in zip(cols, values, strict=True):
-                col.append(value)
+        token = uuid.uuid4()
+        finish = claim = None
         try:
-            written = self.conn.execute(sql.FINISH, cols).fetchone()[0]
+            with self.conn.pipeline():
+                if batch:
+                    finish = self.conn.execute(sql.FINISH, self._finish_params(batch))
+                if limit > 0:
+                    claim = self.conn.execute(sql.CLAIM, {
+                        "queues": self.queues, "limit": limit, "token": token,
+                        "worker": self.id, "lease": self.lease,
+                    })
+            written = finish.fetchone()[0] if finish is not None else 0
+            rows = claim.fetchall() if claim is not None else []
+            self.last_claimed = len(rows)
         except Exception:
-            self.done.extendleft(reversed(batch))  # keep them for the next attempt
+            self.done.extendleft(reversed(batch))  # kept for the next attempt (still fenced)
             raise
         if written < len(batch):
             log.warning("native: %d finished job(s) were no longer ours (lease lost): "
@@ -306,6 +323,33 @@ class Worker:
             self.held.pop(o.job.id, None)
             self.by_task_id.pop(o.job.task_id, None)
         self.processed += len(batch)
+        if batch:
+            runtime = sum(o.runtime for o in batch) / len(batch)
+            self.avg_runtime = 0.8 * self.avg_runtime + 0.2 * runtime
+            self.adapt()
+        for row in rows:
+            job = Held(row, token)
+            self.held[job.id] = job
+            self.by_task_id[job.task_id] = job
+            # higher priority first, then the order the queue had them in
+            self.ready.put((-job.priority, row[-1], next(self.seq), job))
+        return len(rows)
+
+    @staticmethod
+    def _finish_params(batch: list[Outcome]) -> list[list]:
+        cols: list[list] = [[] for _ in range(9)]
+        for o in batch:
+            values = (o.job.id, o.job.token, o.status if o.status != FORGET else SUCCESS,
+                      json.dumps(o.result) if isinstance(o.result, dict) else o.result,
+                      o.traceback, o.countdown, o.args, o.kwargs, o.status == FORGET)
+            for col, value in zip(cols, values, strict=True):
+                col.append(value)
+        return cols
+
+    def _flush(self) -> None:
+        if self.done:
+            self._exchange(True, 0)
+        self.done_since = 0.0
 
     def _release(self, jobs: list[Held]) -> None:
         if not jobs:
@@ -497,9 +541,11 @@ class Worker:
                     self._begin_stop()
                 if self.stop_requests > 1 or self.abort:
                     return self._abort("second stop signal" if not self.abort else "SIGQUIT")
-                self._flush()
                 now = time.monotonic()
+                if self.done and not self.done_since:
+                    self.done_since = now
                 if stop_deadline is not None:
+                    self._flush()
                     with self.lock:
                         busy = bool(self.running) or bool(self.unstarted)
                     with self.lock:
@@ -528,23 +574,38 @@ class Worker:
                 if now >= next_poll:
                     maybe_more = True
                     next_poll = now + poll
-                free = self.capacity - len(self.held)
+                # a claim frees nothing until the finishes are written, so do both together
+                ready_n = self.ready.qsize()
+                free = self.capacity - len(self.held) + len(self.done)
+                want_claim = (stop_deadline is None and maybe_more and free > 0
+                              and ready_n < self.concurrency)
+                if self.done and (want_claim or ready_n == 0 or len(self.done) >= self.flush_batch
+                                  or now - self.done_since >= FLUSH_DELAY):
+                    self._exchange(True, free if want_claim else 0)
+                    self.done_since = 0.0
+                elif want_claim:
+                    self._exchange(False, free)
                 due_in = poll
-                if stop_deadline is None and maybe_more and free > 0:
-                    claimed = self._claim(free)
-                    maybe_more = claimed == free
+                if want_claim:
+                    maybe_more = self.last_claimed == free
                     if not maybe_more:
                         row = self.conn.execute(sql.NEXT_DUE, (self.queues,)).fetchone()
                         if row and row[0] is not None:
                             due_in = max(0.0, row[0])
-                    if maybe_more:
-                        continue  # the queue is not empty: go round at once
+                    elif self.ready.qsize() < self.concurrency:
+                        continue  # the queue is not empty and threads are free: go round
                 failures = 0
                 timeout = min(due_in, max(0.0, next_poll - now), max(0.0, next_beat - now),
                               self._enforce_time_limits(), self.cron.seconds_to_next() + 0.001)
                 if stop_deadline is not None:
                     timeout = min(timeout, max(0.0, stop_deadline - now), 0.5)
-                if self.done or self.stop_requests and stop_deadline is None:
+                if not self.done:
+                    self.done_since = 0.0
+                elif self.done_since:
+                    timeout = min(timeout, max(0.0, self.done_since + FLUSH_DELAY - now))
+                else:
+                    timeout = 0  # outcomes arrived meanwhile: look at them now
+                if self.stop_requests and stop_deadline is None:
                     timeout = 0
                 readable, _, _ = select.select(fds, [], [], timeout)
                 if self.wake_r in readable:

@@ -78,6 +78,7 @@ def test_under_the_supervisor_sigterm_exits_0_and_loses_nothing(db, pg_url, qapp
     queued = [qapp.mark.delay(f"q{i}", str(marks)) for i in range(5)]
     sup.signal(signal.SIGTERM)
     assert sup.wait(30) == 0, sup.output
+    assert "stopped cleanly" in sup.output, sup.output
     assert running.get(timeout=1) == "running"
     statuses = {job_row(db, r.id)["status"] for r in queued}
     assert statuses <= {"SUCCESS", "PENDING"}, statuses  # done, or back in the queue

@@ -1,0 +1,578 @@
+"""Queue benchmark: the native worker against its peers, in one run, on the same PostgreSQL.
+
+    .venv/bin/python bench/bench_queue.py [--n 10000] [--slow-n 2000] [--samples 200]
+                                          [--only native,pgqueuer,procrastinate,celery,django-q2]
+
+Per queue: enqueue rate (one call per job, and batched), drain throughput of N no-op jobs with
+1 and 4 workers (threads for the native worker, processes for Celery and django-q2, async
+concurrency for procrastinate, processes for pgqueuer), idle pickup latency enqueue -> task start
+(p50/p99), and the native worker's idle RSS. Peers that are slow (procrastinate, django-q2)
+drain --slow-n jobs to keep the run short; the table says which N each row used. A peer that
+cannot run is shown as "n/a: reason". Each peer runs in its own subprocess, one after another.
+Throughput is measured from the queue's own timestamps (first start to last finish) where it
+keeps them, else from the tasks' own clock. Prints a markdown table; exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+PEERS = ["native", "pgqueuer", "procrastinate", "celery", "django-q2"]
+CHUNK = 1000  # jobs per batched enqueue call
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def latency_summary(samples: list[float]) -> dict:
+    ms = [s * 1000 for s in samples]
+    return {"p50": statistics.median(ms), "p99": percentile(ms, 0.99)}
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- native -------------------------------------------------------------------------------
+NATIVE_APP = """
+import time
+from supervisor.native import Celery
+app = Celery("benchapp", broker={url!r})
+
+@app.task
+def noop():
+    return None
+
+@app.task
+def stamp():
+    return time.time()
+"""
+
+
+def peer_native(args) -> dict:
+    import psycopg
+
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "benchapp.py").write_text(NATIVE_APP.format(url=args.db))
+    sys.path.insert(0, str(tmp))
+    import benchapp
+
+    from supervisor.native import group
+
+    db = psycopg.connect(args.db, autocommit=True)
+    out: dict = {"n": args.n}
+    single = min(args.n, 2000)
+    benchapp.noop.delay()  # connect + migrate outside the timing
+    t = time.perf_counter()
+    for _ in range(single):
+        benchapp.noop.delay()
+    out["enqueue_single"] = single / (time.perf_counter() - t)
+
+    def fill() -> float:
+        db.execute("TRUNCATE start_all.jobs")
+        t = time.perf_counter()
+        for start in range(0, args.n, CHUNK):
+            group(benchapp.noop.s() for _ in range(min(CHUNK, args.n - start))).apply_async()
+        return args.n / (time.perf_counter() - t)
+
+    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
+
+    def start(concurrency: int) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.native", "worker", "-A", "benchapp:app", "-c",
+             str(concurrency), "-l", "WARNING"], cwd=tmp, env=env,
+        )
+        return proc
+
+    for concurrency in (1, 4):
+        rate = fill()
+        out.setdefault("enqueue_batch", rate)
+        worker = start(concurrency)
+        wait_until(lambda: db.execute(
+            "SELECT count(*) FROM start_all.jobs WHERE status = 'SUCCESS'"
+        ).fetchone()[0] >= args.n, 300, "native drain")
+        span = db.execute(
+            "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM start_all.jobs"
+        ).fetchone()[0]
+        out[f"tput_{concurrency}"] = args.n / float(span)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+
+    db.execute("TRUNCATE start_all.jobs")
+    worker = start(4)
+    benchapp.stamp.delay().get(timeout=30)  # worker up
+    time.sleep(1.0)
+    samples = []
+    for _ in range(args.samples):
+        t0 = time.time()
+        started = benchapp.stamp.delay().get(timeout=30)
+        samples.append(started - t0)
+        time.sleep(0.01)  # idle between jobs
+    out.update(latency_summary(samples))
+    time.sleep(2.0)
+    out["rss"] = rss_mib(worker.pid)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(30)
+    return out
+
+
+# --- pgqueuer -----------------------------------------------------------------------------
+async def _pgq_connect(url: str):
+    import psycopg
+    from pgqueuer import PsycopgDriver, Queries
+
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    return conn, Queries(PsycopgDriver(conn))
+
+
+async def _pgq_worker(url: str) -> dict:
+    """One pgqueuer worker process in drain mode: exits when the queue is empty."""
+    import psycopg
+    from pgqueuer import PsycopgDriver, Queries, QueueManager
+    from pgqueuer.domain.types import QueueExecutionMode
+
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    qm = QueueManager(Queries(PsycopgDriver(conn)))
+    seen = {"first": None, "last": None, "count": 0}
+
+    @qm.entrypoint("noop")
+    async def noop(job) -> None:
+        now = time.time()
+        seen["first"] = seen["first"] or now
+        seen["last"] = now
+        seen["count"] += 1
+
+    await qm.run(mode=QueueExecutionMode.drain, batch_size=10)
+    return seen
+
+
+def peer_pgqueuer(args) -> dict:
+    async def main() -> dict:
+        conn, queries = await _pgq_connect(args.db)
+        try:
+            await queries.install()
+        except Exception:
+            pass  # already installed
+        out: dict = {"n": args.n}
+        single = min(args.n, 2000)
+        t = time.perf_counter()
+        for _ in range(single):
+            await queries.enqueue("noop", None)
+        out["enqueue_single"] = single / (time.perf_counter() - t)
+        for concurrency in (1, 4):
+            await conn.execute("TRUNCATE pgqueuer")
+            t = time.perf_counter()
+            for start in range(0, args.n, CHUNK):
+                k = min(CHUNK, args.n - start)
+                await queries.enqueue(["noop"] * k, [None] * k, [0] * k)
+            out.setdefault("enqueue_batch", args.n / (time.perf_counter() - t))
+            procs = [subprocess.Popen([sys.executable, __file__, "--peer", "pgqueuer-worker",
+                                       "--db", args.db], stdout=subprocess.PIPE, text=True)
+                     for _ in range(concurrency)]
+            parts = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1])
+                     for p in procs]
+            parts = [p for p in parts if p["count"]]
+            done = sum(p["count"] for p in parts)
+            span = max(p["last"] for p in parts) - min(p["first"] for p in parts)
+            out[f"tput_{concurrency}"] = done / span
+        out.update(await _pgq_latency(args))
+        await conn.close()
+        return out
+
+    return asyncio.run(main())
+
+
+async def _pgq_latency(args) -> dict:
+    import psycopg
+    from pgqueuer import PsycopgDriver, Queries, QueueManager
+
+    conn = await psycopg.AsyncConnection.connect(args.db, autocommit=True)
+    qm = QueueManager(Queries(PsycopgDriver(conn)))
+    started: asyncio.Queue = asyncio.Queue()
+
+    @qm.entrypoint("stamp")
+    async def stamp(job) -> None:
+        started.put_nowait(time.time())
+
+    runner = asyncio.create_task(qm.run())
+    _, producer = await _pgq_connect(args.db)
+    await asyncio.sleep(1.0)
+    samples = []
+    for _ in range(args.samples):
+        t0 = time.time()
+        await producer.enqueue("stamp", None)
+        samples.append(await asyncio.wait_for(started.get(), 30) - t0)
+        await asyncio.sleep(0.01)
+    qm.shutdown.set()
+    await asyncio.wait_for(runner, 30)
+    return latency_summary(samples)
+
+
+# --- procrastinate ------------------------------------------------------------------------
+def _procrastinate_app(url: str):
+    from procrastinate import App, PsycopgConnector
+
+    return App(connector=PsycopgConnector(conninfo=url))
+
+
+def peer_procrastinate(args) -> dict:
+    app = _procrastinate_app(args.db)
+    seen = {"first": None, "last": None, "count": 0}
+    started: asyncio.Queue = asyncio.Queue()
+
+    @app.task(name="noop")
+    async def noop() -> None:
+        now = time.time()
+        seen["first"] = seen["first"] or now
+        seen["last"] = now
+        seen["count"] += 1
+
+    @app.task(name="stamp")
+    async def stamp() -> None:
+        started.put_nowait(time.time())
+
+    async def main() -> dict:
+        n = args.slow_n
+        out: dict = {"n": n}
+        async with app.open_async():
+            try:
+                await app.schema_manager.apply_schema_async()
+            except Exception:
+                pass  # already there
+            single = min(n, 1000)
+            t = time.perf_counter()
+            for _ in range(single):
+                await noop.defer_async()
+            out["enqueue_single"] = single / (time.perf_counter() - t)
+            for concurrency in (1, 4):
+                await app.connector.execute_query_async("DELETE FROM procrastinate_jobs")
+                t = time.perf_counter()
+                for start in range(0, n, CHUNK):
+                    await noop.batch_defer_async(*[{}] * min(CHUNK, n - start))
+                out.setdefault("enqueue_batch", n / (time.perf_counter() - t))
+                seen.update(first=None, last=None, count=0)
+                await app.run_worker_async(concurrency=concurrency, wait=False,
+                                           install_signal_handlers=False, queues=["default"])
+                out[f"tput_{concurrency}"] = seen["count"] / (seen["last"] - seen["first"])
+            runner = asyncio.create_task(app.run_worker_async(
+                concurrency=4, install_signal_handlers=False, queues=["default"]))
+            await asyncio.sleep(1.0)
+            samples = []
+            for _ in range(args.samples):
+                t0 = time.time()
+                await stamp.defer_async()
+                samples.append(await asyncio.wait_for(started.get(), 30) - t0)
+                await asyncio.sleep(0.01)
+            runner.cancel()
+            try:
+                await runner
+            except (asyncio.CancelledError, Exception):
+                pass
+            out.update(latency_summary(samples))
+        return out
+
+    return asyncio.run(main())
+
+
+# --- celery + redis -----------------------------------------------------------------------
+CELERY_APP = """
+import time
+import redis
+from celery import Celery
+
+app = Celery("benchcelery", broker={redis!r}, backend={redis!r})
+app.conf.task_default_queue = {queue!r}
+app.conf.worker_hijack_root_logger = False
+r = redis.Redis.from_url({redis!r})
+KEY = {queue!r}
+
+@app.task(ignore_result=True)
+def noop():
+    now = time.time()
+    p = r.pipeline()
+    p.setnx(KEY + ":first", now)
+    p.set(KEY + ":last", now)
+    p.incr(KEY + ":count")
+    p.execute()
+
+@app.task
+def stamp():
+    return time.time()
+"""
+
+
+def peer_celery(args) -> dict:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "benchcelery.py").write_text(CELERY_APP.format(redis=REDIS_URL, queue=queue))
+    sys.path.insert(0, str(tmp))
+    import benchcelery
+    from celery import group
+
+    n = args.n
+    out: dict = {"n": n}
+    single = min(n, 2000)
+    t = time.perf_counter()
+    for _ in range(single):
+        benchcelery.noop.delay()
+    out["enqueue_single"] = single / (time.perf_counter() - t)
+    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
+
+    def start(concurrency: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "benchcelery", "worker", "-c",
+             str(concurrency), "-l", "WARNING", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-Q", queue], cwd=tmp, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    try:
+        for concurrency in (1, 4):
+            client.delete(queue, f"{queue}:first", f"{queue}:last", f"{queue}:count")
+            t = time.perf_counter()
+            for begin in range(0, n, CHUNK):
+                group(benchcelery.noop.s() for _ in range(min(CHUNK, n - begin))).apply_async()
+            out.setdefault("enqueue_batch", n / (time.perf_counter() - t))
+            worker = start(concurrency)
+            wait_until(lambda: int(client.get(f"{queue}:count") or 0) >= n, 300, "celery drain")
+            span = float(client.get(f"{queue}:last")) - float(client.get(f"{queue}:first"))
+            out[f"tput_{concurrency}"] = n / span
+            worker.send_signal(signal.SIGQUIT)
+            worker.wait(30)
+        worker = start(4)
+        benchcelery.stamp.delay().get(timeout=60)
+        time.sleep(1.0)
+        samples = []
+        for _ in range(args.samples):
+            t0 = time.time()
+            samples.append(benchcelery.stamp.delay().get(timeout=30) - t0)
+            time.sleep(0.01)
+        out.update(latency_summary(samples))
+        worker.send_signal(signal.SIGQUIT)
+        worker.wait(30)
+    finally:
+        client.delete(queue, f"{queue}:first", f"{queue}:last", f"{queue}:count")
+    return out
+
+
+# --- django-q2 (ORM broker) ---------------------------------------------------------------
+def _django_q_setup(url: str, workers: int) -> None:
+    import django
+    from django.conf import settings
+
+    parts = urlsplit(url)
+    settings.configure(
+        INSTALLED_APPS=["django.contrib.contenttypes", "django_q"],
+        DATABASES={"default": {
+            "ENGINE": "django.db.backends.postgresql", "NAME": parts.path.lstrip("/"),
+            "USER": parts.username or "postgres", "HOST": parts.hostname or "127.0.0.1",
+            "PORT": str(parts.port or 5432), "CONN_MAX_AGE": None,
+        }},
+        USE_TZ=True,
+        Q_CLUSTER={"name": "bench", "workers": workers, "orm": "default", "timeout": 60,
+                   "retry": 120, "save_limit": 0, "catch_up": False, "poll": 0.2},
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def peer_django_q(args) -> dict:
+    out: dict = {"n": args.slow_n, "enqueue_batch": "n/a: no batch API"}
+    for concurrency in (1, 4):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--peer", "django-q2-run", "--db", args.db,
+             "--slow-n", str(args.slow_n), "--samples", str(args.samples),
+             "--concurrency", str(concurrency)],
+            capture_output=True, text=True, timeout=600,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+        part = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[f"tput_{concurrency}"] = part["tput"]
+        for key in ("enqueue_single", "p50", "p99"):
+            if key in part:
+                out[key] = part[key]
+    return out
+
+
+def peer_django_q_run(args) -> dict:
+    _django_q_setup(args.db, args.concurrency)
+    from django.db.models import Max, Min
+    from django_q.brokers import get_broker
+    from django_q.cluster import Cluster
+    from django_q.models import OrmQ, Success, Task
+    from django_q.tasks import async_task, result
+
+    n = args.slow_n
+    out: dict = {}
+    Task.objects.all().delete()
+    OrmQ.objects.all().delete()
+    if args.concurrency == 1:
+        single = min(n, 1000)
+        t = time.perf_counter()
+        for _ in range(single):
+            async_task("math.fabs", 1.0)
+        out["enqueue_single"] = single / (time.perf_counter() - t)
+        OrmQ.objects.all().delete()
+    for _ in range(n):
+        async_task("math.fabs", 1.0)
+    cluster = Cluster(get_broker())
+    cluster.start()
+    try:
+        wait_until(lambda: Success.objects.count() >= n, 600, "django-q2 drain", every=0.5)
+        span = Success.objects.aggregate(a=Min("started"), b=Max("stopped"))
+        out["tput"] = n / (span["b"] - span["a"]).total_seconds()
+        if args.concurrency == 1:
+            samples = []
+            for _ in range(min(args.samples, 50)):
+                t0 = time.time()
+                task_id = async_task("time.time")
+                samples.append(result(task_id, wait=30000) - t0)
+            out.update(latency_summary(samples))
+    finally:
+        cluster.stop()
+    return out
+
+
+# --- driver -------------------------------------------------------------------------------
+RUNNERS = {
+    "native": peer_native,
+    "pgqueuer": peer_pgqueuer,
+    "procrastinate": peer_procrastinate,
+    "celery": peer_celery,
+    "django-q2": peer_django_q,
+    "django-q2-run": peer_django_q_run,
+    "pgqueuer-worker": lambda args: asyncio.run(_pgq_worker(args.db)),
+}
+
+
+def fmt(value, unit: str = "", digits: int = 0) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def table(results: dict[str, dict], native_rss: float | None) -> str:
+    rows = [
+        "| queue | N | enqueue/s (single) | enqueue/s (batched) | jobs/s, 1 worker | "
+        "jobs/s, 4 workers | pickup p50 | pickup p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for peer, r in results.items():
+        if "error" in r:
+            rows.append(f"| {peer} | n/a: {r['error']} |  |  |  |  |  |  |")
+            continue
+        rows.append(
+            f"| {peer} | {r.get('n', '-'):,} | {fmt(r.get('enqueue_single'))} | "
+            f"{fmt(r.get('enqueue_batch'))} | {fmt(r.get('tput_1'))} | {fmt(r.get('tput_4'))} "
+            f"| {fmt(r.get('p50'), ' ms', 1)} | {fmt(r.get('p99'), ' ms', 1)} |"
+        )
+    lines = ["\n".join(rows)]
+    native = results.get("native", {})
+    if "error" not in native and native:
+        lines.append(f"\nnative worker idle RSS (4 threads): {native_rss:.1f} MiB (goal <= 45)")
+        goals = []
+        pgq = results.get("pgqueuer", {})
+        if "tput_1" in pgq:
+            best_native = max(native["tput_1"], native["tput_4"])
+            best_pgq = max(pgq["tput_1"], pgq["tput_4"])
+            goals.append(f"best throughput vs pgqueuer: {best_native / best_pgq:.2f}x (goal >= 1)")
+        dq = results.get("django-q2", {})
+        if "tput_1" in dq:
+            goals.append(f"1-worker throughput vs django-q2 ORM: "
+                         f"{native['tput_1'] / dq['tput_1']:.0f}x (goal >= 20)")
+        goals.append(f"pickup p50 {native['p50']:.1f} ms (goal <= 5 ms, LISTEN/NOTIFY)")
+        lines.append("\n".join(goals))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="no-op jobs per drain")
+    parser.add_argument("--slow-n", type=int, default=2_000,
+                        help="jobs per drain for the slow peers (procrastinate, django-q2)")
+    parser.add_argument("--samples", type=int, default=200, help="pickup latency samples")
+    parser.add_argument("--only", default=",".join(PEERS))
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.peer:  # inside a peer's subprocess
+        print(json.dumps(RUNNERS[args.peer](args), default=str), flush=True)
+        return 0
+
+    import psycopg
+
+    name = f"bench_queue_{os.getpid()}"
+    admin = psycopg.connect(BASE_URL, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    db_url = urlunsplit(urlsplit(BASE_URL)._replace(path=f"/{name}"))
+    results: dict[str, dict] = {}
+    try:
+        for peer in [p.strip() for p in args.only.split(",") if p.strip()]:
+            started = time.monotonic()
+            print(f"running {peer} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--peer", peer, "--db", db_url, "--n", str(args.n),
+                 "--slow-n", str(args.slow_n), "--samples", str(args.samples)],
+                capture_output=True, text=True, timeout=900,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            if proc.returncode == 0:
+                results[peer] = json.loads(proc.stdout.strip().splitlines()[-1])
+            else:
+                reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
+                results[peer] = {"error": reason}
+            print(f"  {peer}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    print(table(results, results.get("native", {}).get("rss")))
+    print(f"\n(one run on this machine: {os.cpu_count()} CPUs, PostgreSQL and Redis on "
+          f"localhost; command: {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
