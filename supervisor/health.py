@@ -115,9 +115,12 @@ class HealthView:
             checks["database"] = database
             if not database["ok"]:
                 degraded, ready = True, False
-        elif self.prober and self.prober._db_url:
+        elif self.prober and self.prober.database_enabled:
             checks["database"] = {"ok": None, "detail": "first check pending"}
             ready = False
+        if self.prober and self.prober.error:
+            checks["probes"] = {"ok": False, "detail": self.prober.error}
+            degraded = True
         loop_age = now - sup["loop_beat"]
         if sup["state"] in ("stopping", "stopped"):
             status = "stopping"

@@ -120,7 +120,8 @@ class Prober:
         self._watched: dict[str, int] = {}  # instance -> pid we already asked to restart
         self._db: tuple[int, int, float] | None = None  # (pid, read fd, deadline)
         self._db_due = 0.0
-        self._db_url = bool(os.environ.get("DATABASE_URL"))
+        self.database_enabled = database_checkable(os.environ.get("DATABASE_URL", ""))
+        self.error: str | None = None  # a probe that raised (a bug): shown, never fatal
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="start-all-probes", daemon=True)
 
@@ -139,10 +140,11 @@ class Prober:
             if now >= next_tick:
                 try:
                     self.tick()
+                    self.error = None
                 except Exception as error:  # a probe bug must not kill health reporting
-                    self.results["supervisor"] = {"ok": False, "detail": f"probe error: {error}"}
+                    self.error = f"probe error ({type(error).__name__})"  # no message: paths
                 next_tick = now + self.interval
-            if self._db_url and self._db is None and now >= self._db_due:
+            if self.database_enabled and self._db is None and now >= self._db_due:
                 self._start_db_probe()
             wait = max(0.0, next_tick - time.monotonic())
             if self._db is not None:
@@ -248,10 +250,17 @@ class Prober:
         if not readable:
             result = {"ok": False, "detail": f"timeout: no answer within {timeout:g} s"}
         elif words[0] == "ok":
-            result = {"ok": True, "detail": f"SELECT 1 in {words[1] if len(words) > 1 else '?'}"}
+            took = words[1] if len(words) > 1 else "?"
+            result = {"ok": True, "detail": took if "TCP" in took else f"SELECT 1 in {took}"}
         else:
             result = {"ok": False, "detail": words[1] if len(words) > 1 else "probe failed"}
         self.database = {**result, "checked_at": time.time()}
+
+
+def database_checkable(url: str) -> bool:
+    """A server to check: PostgreSQL by driver, others (mysql://...) by TCP; not SQLite."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    return bool(scheme) and not scheme.startswith("sqlite")
 
 
 def _own_rss() -> int:
@@ -275,23 +284,29 @@ def _category(error: BaseException) -> str:
 
 def check_database(url: str, timeout: float) -> str:
     """One line: 'ok <ms>' or 'fail <category>'. Never the URL, host, user or message."""
-    started = time.monotonic()
-    try:
-        try:
-            import psycopg
-        except ImportError:
-            psycopg = None
-        if psycopg is not None:
-            # libpq's connect_timeout has a 2 s floor; the parent kills us at `timeout` anyway
-            with psycopg.connect(url, connect_timeout=max(2, int(timeout + 0.999)),
-                                 autocommit=True) as conn:
-                conn.execute("SELECT 1").fetchone()
-        else:
-            from urllib.parse import urlsplit
+    from urllib.parse import urlsplit
 
+    scheme, _, rest = url.partition("://")
+    postgres = scheme.split("+")[0].lower() in ("postgres", "postgresql", "pgsql")
+    try:
+        import psycopg
+    except ImportError:
+        psycopg = None
+    started = time.monotonic()  # after the import: time the database, not the driver
+    try:
+        if postgres and psycopg is not None:
+            # libpq's connect_timeout has a 2 s floor; the parent kills us at `timeout` anyway
+            with psycopg.connect(f"postgresql://{rest}", autocommit=True,
+                                 connect_timeout=max(2, int(timeout + 0.999))) as conn:
+                conn.execute("SELECT 1").fetchone()
+        else:  # no driver here, or another database: is its server at least listening?
             parts = urlsplit(url)
-            socket.create_connection((parts.hostname or "localhost", parts.port or 5432),
+            default = 5432 if postgres else {"mysql": 3306, "redis": 6379}.get(scheme, 0)
+            if not parts.hostname or not (parts.port or default):
+                return "fail error (no host:port in the URL)"
+            socket.create_connection((parts.hostname, parts.port or default),
                                      timeout=timeout).close()
+            return f"ok {(time.monotonic() - started) * 1000:.0f} ms (TCP connect only)"
     except Exception as error:
         return f"fail {_category(error)}"
     return f"ok {(time.monotonic() - started) * 1000:.0f} ms"

@@ -85,3 +85,15 @@ def test_real_postgres_is_ok_and_ready(run_supervisor, henv):
     assert request(hport, "/readyz")[0] == 200
     sup.signal(signal.SIGTERM)
     assert sup.wait() == 0
+
+
+def test_other_databases_are_checked_by_tcp_and_sqlite_not_at_all():
+    from supervisor.probes import database_checkable
+
+    answer, _ = run_probe(f"mysql://u:pw@127.0.0.1:{free_port()}/x", 2)
+    assert answer == "fail connection refused"
+    need(port_open(6379), "Redis on 127.0.0.1:6379")
+    answer, _ = run_probe("redis://127.0.0.1:6379/0", 2)
+    assert answer.startswith("ok ") and answer.endswith("(TCP connect only)")
+    assert not database_checkable("sqlite:////app/db.sqlite3")
+    assert database_checkable("postgresql+psycopg://u@h/x") and not database_checkable("")
