@@ -473,3 +473,21 @@ def start(runtime, options: dict, port: int) -> tuple[HealthServer | None, objec
     prober.start()
     server.start()
     return server, prober, messages
+
+
+def stop(server: HealthServer, prober, options: dict) -> None:
+    """At the supervisor's exit: stop both threads, remove the socket and the private dir."""
+    server.stop()
+    prober.stop()
+    run_dir = options.get("run_dir")
+    if not run_dir or not os.path.isdir(run_dir):
+        return
+    for name in os.listdir(run_dir):  # the socket and the heartbeat files
+        try:
+            os.unlink(os.path.join(run_dir, name))
+        except OSError:
+            pass
+    try:
+        os.rmdir(run_dir)
+    except OSError:
+        pass

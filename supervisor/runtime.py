@@ -503,18 +503,9 @@ class Runtime:
         self.state = "stopped"
         self._publish()
         if self.health is not None:
-            self.health.stop()
-            self.prober.stop()
-            run_dir = self.plan.health.get("run_dir")
-            for name in os.listdir(run_dir) if run_dir and os.path.isdir(run_dir) else ():
-                try:
-                    os.unlink(os.path.join(run_dir, name))
-                except OSError:
-                    pass
-            try:
-                os.rmdir(run_dir)
-            except (OSError, TypeError):
-                pass
+            from supervisor import health
+
+            health.stop(self.health, self.prober, self.plan.health)
         self.log.say(f"exit {self.exit_code}")
         self.log.flush()
         return self.exit_code
