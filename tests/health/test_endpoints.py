@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -103,3 +104,25 @@ def test_metrics_parse_as_prometheus_text(run_supervisor, henv):
     assert 0 < families["start_all_supervisor_rss_bytes"].samples[0].value < 16 * 2**20
     sup.signal(signal.SIGTERM)
     sup.wait()
+
+
+def test_livez_fails_when_the_loop_stops_turning(tmp_path, monkeypatch):
+    """A real Runtime whose loop never runs is exactly a stuck loop."""
+    from dataclasses import asdict
+
+    from supervisor import config, runner
+    from supervisor.health import HealthView
+    from supervisor.runtime import Runtime
+
+    (tmp_path / "Procfile").write_text("web: sleep 100\n")
+    monkeypatch.chdir(tmp_path)
+    environ = {"PATH": os.environ["PATH"], "START_ALL_CHECK_PORT": "false"}
+    plan = config.build_plan(config.load_settings(environ), environ)
+    with open(os.devnull, "w") as devnull:
+        runtime = Runtime(runner.plan_from(asdict(plan)), devnull.fileno())
+        runtime._publish()
+        view = HealthView(runtime, None, {"interval": 0.1})
+        assert view.answer("/livez", True)[0] == 200
+        code, _, body = wait_for(lambda: (a := view.answer("/livez", True))[0] == 503 and a,
+                                 15, "/livez to notice")
+        assert body == b'{"status":"stuck"}'
