@@ -232,6 +232,7 @@ def main() -> int:
     args = parser.parse_args()
     prepare_runtime()
     image = f"localhost/start-all-bench-memory:{uuid.uuid4().hex[:8]}"
+    dangling = set(podman("images", "-q", "--filter", "dangling=true").split())
     print(f"building {image} from {ROOT}/Dockerfile ...", file=sys.stderr)
     podman("build", "--format", "docker", "-t", image, str(ROOT))
     rows = []
@@ -246,6 +247,10 @@ def main() -> int:
                 rows.append((label, run_stack(image, kind, env, args.tasks, naive_settings)))
         finally:
             podman("rmi", "-f", image, check=False)
+            # the build's untagged stage images; ones that existed before stay
+            ours = set(podman("images", "-q", "--filter", "dangling=true").split()) - dangling
+            if ours:
+                podman("rmi", "-f", *sorted(ours), check=False)
     print(
         f"\nWhole-container memory, booking example, --memory 512m, {args.tasks}-task burst "
         f"(PSS summed over every process; host cpu_count() = {os.cpu_count()}):\n"

@@ -46,9 +46,19 @@ def build(context: Path, tag: str, dockerfile: Path | None = None) -> None:
     podman(*args, str(context), timeout=900)
 
 
+def dangling_images() -> set[str]:
+    return set(podman("images", "-q", "--filter", "dangling=true", check=False).stdout.split())
+
+
 @pytest.fixture(scope="session")
 def container_runtime() -> None:
     need(_prepare_runtime(), "podman (../shared/tools/container-runtime.sh)")
+    before = dangling_images()
+    yield
+    # our builds' untagged stage images (each ~500 MB); images that were there before stay
+    new = dangling_images() - before
+    if new:
+        podman("rmi", "-f", *sorted(new), check=False)
 
 
 @pytest.fixture(scope="session")
