@@ -32,7 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-PEERS = ["native", "pgqueuer", "procrastinate", "celery", "django-q2"]
+PEERS = ["native", "pgqueuer-asyncpg", "pgqueuer-psycopg", "procrastinate", "celery",
+         "django-q2"]
 CHUNK = 1000  # jobs per batched enqueue call
 
 
@@ -44,6 +45,16 @@ def percentile(values: list[float], q: float) -> float:
 def latency_summary(samples: list[float]) -> dict:
     ms = [s * 1000 for s in samples]
     return {"p50": statistics.median(ms), "p99": percentile(ms, 0.99)}
+
+
+def latency_rounds(samples: int, budget: float = 15.0):
+    """Up to `samples` rounds, cut short after `budget` seconds (a slow poller would
+    otherwise take minutes); at least 20."""
+    deadline = time.monotonic() + budget
+    for i in range(samples):
+        if i >= 20 and time.monotonic() > deadline:
+            return
+        yield i
 
 
 def wait_until(predicate, timeout: float, what: str, every: float = 0.1):
@@ -134,7 +145,7 @@ def peer_native(args) -> dict:
     benchapp.stamp.delay().get(timeout=30)  # worker up
     time.sleep(1.0)
     samples = []
-    for _ in range(args.samples):
+    for _ in latency_rounds(args.samples):
         t0 = time.time()
         started = benchapp.stamp.delay().get(timeout=30)
         samples.append(started - t0)
@@ -148,9 +159,21 @@ def peer_native(args) -> dict:
 
 
 # --- pgqueuer -----------------------------------------------------------------------------
+PGQ_DRIVER = os.environ.get("BENCH_PGQ_DRIVER", "psycopg")
+
+
 async def _pgq_connect(url: str):
+    """A pgqueuer Queries on its fastest driver (asyncpg) or on psycopg, per BENCH_PGQ_DRIVER."""
+    from pgqueuer import Queries
+
+    if PGQ_DRIVER == "asyncpg":
+        import asyncpg
+        from pgqueuer import AsyncpgDriver
+
+        conn = await asyncpg.connect(url)
+        return conn, Queries(AsyncpgDriver(conn))
     import psycopg
-    from pgqueuer import PsycopgDriver, Queries
+    from pgqueuer import PsycopgDriver
 
     conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
     return conn, Queries(PsycopgDriver(conn))
@@ -158,12 +181,11 @@ async def _pgq_connect(url: str):
 
 async def _pgq_worker(url: str) -> dict:
     """One pgqueuer worker process in drain mode: exits when the queue is empty."""
-    import psycopg
-    from pgqueuer import PsycopgDriver, Queries, QueueManager
+    from pgqueuer import QueueManager
     from pgqueuer.domain.types import QueueExecutionMode
 
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    qm = QueueManager(Queries(PsycopgDriver(conn)))
+    _, queries = await _pgq_connect(url)
+    qm = QueueManager(queries)
     seen = {"first": None, "last": None, "count": 0}
 
     @qm.entrypoint("noop")
@@ -191,7 +213,7 @@ def peer_pgqueuer(args) -> dict:
             await queries.enqueue("noop", None)
         out["enqueue_single"] = single / (time.perf_counter() - t)
         for concurrency in (1, 4):
-            await conn.execute("TRUNCATE pgqueuer")
+            await queries.clear_queue()
             t = time.perf_counter()
             for start in range(0, args.n, CHUNK):
                 k = min(CHUNK, args.n - start)
@@ -208,34 +230,46 @@ def peer_pgqueuer(args) -> dict:
             out[f"tput_{concurrency}"] = done / span
         out.update(await _pgq_latency(args))
         await conn.close()
+        out["driver"] = PGQ_DRIVER
         return out
 
     return asyncio.run(main())
 
 
-async def _pgq_latency(args) -> dict:
-    import psycopg
-    from pgqueuer import PsycopgDriver, Queries, QueueManager
+async def _pgq_latency_worker(url: str) -> dict:
+    """A continuous pgqueuer worker process printing, per job, now - the enqueue time."""
+    from pgqueuer import QueueManager
 
-    conn = await psycopg.AsyncConnection.connect(args.db, autocommit=True)
-    qm = QueueManager(Queries(PsycopgDriver(conn)))
-    started: asyncio.Queue = asyncio.Queue()
+    _, queries = await _pgq_connect(url)
+    qm = QueueManager(queries)
 
     @qm.entrypoint("stamp")
     async def stamp(job) -> None:
-        started.put_nowait(time.time())
+        print(time.time() - float(job.payload.decode()), flush=True)
 
-    runner = asyncio.create_task(qm.run())
+    await qm.run()
+    return {}
+
+
+async def _pgq_latency(args) -> dict:
     _, producer = await _pgq_connect(args.db)
-    await asyncio.sleep(1.0)
-    samples = []
-    for _ in range(args.samples):
-        t0 = time.time()
-        await producer.enqueue("stamp", None)
-        samples.append(await asyncio.wait_for(started.get(), 30) - t0)
-        await asyncio.sleep(0.01)
-    qm.shutdown.set()
-    await asyncio.wait_for(runner, 30)
+    worker = subprocess.Popen([sys.executable, __file__, "--peer", "pgqueuer-latency-worker",
+                               "--db", args.db], stdout=subprocess.PIPE, text=True)
+    try:
+        await producer.enqueue("stamp", str(time.time()).encode())
+        worker.stdout.readline()  # the worker is up
+        await asyncio.sleep(1.0)
+        samples = []
+        for _ in latency_rounds(args.samples):
+            await producer.enqueue("stamp", str(time.time()).encode())
+            samples.append(float(worker.stdout.readline()))
+            await asyncio.sleep(0.01)
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
     return latency_summary(samples)
 
 
@@ -289,7 +323,7 @@ def peer_procrastinate(args) -> dict:
                 concurrency=4, install_signal_handlers=False, queues=["default"]))
             await asyncio.sleep(1.0)
             samples = []
-            for _ in range(args.samples):
+            for _ in latency_rounds(args.samples):
                 t0 = time.time()
                 await stamp.defer_async()
                 samples.append(await asyncio.wait_for(started.get(), 30) - t0)
@@ -378,7 +412,7 @@ def peer_celery(args) -> dict:
         benchcelery.stamp.delay().get(timeout=60)
         time.sleep(1.0)
         samples = []
-        for _ in range(args.samples):
+        for _ in latency_rounds(args.samples):
             t0 = time.time()
             samples.append(benchcelery.stamp.delay().get(timeout=30) - t0)
             time.sleep(0.01)
@@ -397,11 +431,12 @@ def _django_q_setup(url: str, workers: int) -> None:
 
     parts = urlsplit(url)
     settings.configure(
+        SECRET_KEY="bench-only",
         INSTALLED_APPS=["django.contrib.contenttypes", "django_q"],
         DATABASES={"default": {
             "ENGINE": "django.db.backends.postgresql", "NAME": parts.path.lstrip("/"),
             "USER": parts.username or "postgres", "HOST": parts.hostname or "127.0.0.1",
-            "PORT": str(parts.port or 5432), "CONN_MAX_AGE": None,
+            "PORT": str(parts.port or 5432), "CONN_MAX_AGE": None, "CONN_HEALTH_CHECKS": True,
         }},
         USE_TZ=True,
         Q_CLUSTER={"name": "bench", "workers": workers, "orm": "default", "timeout": 60,
@@ -454,6 +489,9 @@ def peer_django_q_run(args) -> dict:
         OrmQ.objects.all().delete()
     for _ in range(n):
         async_task("math.fabs", 1.0)
+    from django.db import connections
+
+    connections.close_all()  # the cluster forks: it must not inherit our connection
     cluster = Cluster(get_broker())
     cluster.start()
     try:
@@ -462,7 +500,7 @@ def peer_django_q_run(args) -> dict:
         out["tput"] = n / (span["b"] - span["a"]).total_seconds()
         if args.concurrency == 1:
             samples = []
-            for _ in range(min(args.samples, 50)):
+            for _ in latency_rounds(min(args.samples, 50)):
                 t0 = time.time()
                 task_id = async_task("time.time")
                 samples.append(result(task_id, wait=30000) - t0)
@@ -475,12 +513,14 @@ def peer_django_q_run(args) -> dict:
 # --- driver -------------------------------------------------------------------------------
 RUNNERS = {
     "native": peer_native,
-    "pgqueuer": peer_pgqueuer,
+    "pgqueuer-asyncpg": peer_pgqueuer,
+    "pgqueuer-psycopg": peer_pgqueuer,
     "procrastinate": peer_procrastinate,
     "celery": peer_celery,
     "django-q2": peer_django_q,
     "django-q2-run": peer_django_q_run,
     "pgqueuer-worker": lambda args: asyncio.run(_pgq_worker(args.db)),
+    "pgqueuer-latency-worker": lambda args: asyncio.run(_pgq_latency_worker(args.db)),
 }
 
 
@@ -512,11 +552,12 @@ def table(results: dict[str, dict], native_rss: float | None) -> str:
     if "error" not in native and native:
         lines.append(f"\nnative worker idle RSS (4 threads): {native_rss:.1f} MiB (goal <= 45)")
         goals = []
-        pgq = results.get("pgqueuer", {})
-        if "tput_1" in pgq:
-            best_native = max(native["tput_1"], native["tput_4"])
-            best_pgq = max(pgq["tput_1"], pgq["tput_4"])
-            goals.append(f"best throughput vs pgqueuer: {best_native / best_pgq:.2f}x (goal >= 1)")
+        for name in ("pgqueuer-asyncpg", "pgqueuer-psycopg"):
+            pgq = results.get(name, {})
+            if "tput_1" in pgq:
+                goals.append(
+                    f"throughput vs {name}: {native['tput_1'] / pgq['tput_1']:.2f}x with 1 "
+                    f"worker, {native['tput_4'] / pgq['tput_4']:.2f}x with 4 (goal >= 1)")
         dq = results.get("django-q2", {})
         if "tput_1" in dq:
             goals.append(f"1-worker throughput vs django-q2 ORM: "
@@ -553,11 +594,13 @@ def main() -> int:
         for peer in [p.strip() for p in args.only.split(",") if p.strip()]:
             started = time.monotonic()
             print(f"running {peer} ...", file=sys.stderr, flush=True)
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            if peer.startswith("pgqueuer-"):
+                env["BENCH_PGQ_DRIVER"] = peer.split("-", 1)[1]
             proc = subprocess.run(
                 [sys.executable, __file__, "--peer", peer, "--db", db_url, "--n", str(args.n),
                  "--slow-n", str(args.slow_n), "--samples", str(args.samples)],
-                capture_output=True, text=True, timeout=900,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True, text=True, timeout=900, env=env,
             )
             if proc.returncode == 0:
                 results[peer] = json.loads(proc.stdout.strip().splitlines()[-1])
