@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from tests.conftest import free_port, wait_for
+from tests.native.conftest import db, pg_url  # noqa: F401  (fixtures: a throwaway database)
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
 HERE = os.path.dirname(__file__)

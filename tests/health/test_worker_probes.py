@@ -13,7 +13,7 @@ import time
 import psutil
 
 from supervisor.probes import heartbeat_probe
-from tests.conftest import VENV_ENV, port_open
+from tests.conftest import ROOT, VENV_ENV, port_open
 from tests.health.conftest import FIXTURES, GUNICORN, process, wait_health
 
 APP = os.path.join(FIXTURES, "djangoapp")
@@ -96,3 +96,28 @@ def test_pid1_loads_no_database_driver_or_pydantic(run_supervisor, henv):
         assert library not in maps, library
     sup.signal(signal.SIGTERM)
     assert sup.wait() == 0
+
+
+def test_native_worker_heartbeat_under_the_supervisor(db, pg_url, run_supervisor, henv):
+    """A frozen claim loop stops the heartbeat: 503; thawed, it beats again: 200."""
+    from tests.native.conftest import APPS
+
+    henv |= {"PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}", "NATIVE_TEST_DB_URL": pg_url,
+             "NATIVE_TEST_HEARTBEAT": "0.5", "START_ALL_HEARTBEAT_INTERVAL": "0.5"}
+    sup = run_supervisor(
+        f"worker: {sys.executable} -m supervisor.native worker -A qtasks:app -c 1\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    code, report = wait_health(hport, lambda c, r: c == 200 and r["ready"], timeout=30,
+                               what="the native worker ready")
+    worker = process(report, "worker.1")
+    assert worker["kind"] == "native" and worker["probe"]["detail"].startswith("last heartbeat")
+    psutil.Process(sup.host_pid).children()[0].send_signal(signal.SIGSTOP)  # host-side pid
+    try:
+        code, report = wait_health(hport, lambda c, r: c == 503, what="a stale heartbeat")
+        assert "stale after 1.5 s" in process(report, "worker.1")["probe"]["detail"]
+    finally:
+        for child in psutil.Process(sup.host_pid).children():
+            child.send_signal(signal.SIGCONT)
+    wait_health(hport, lambda c, r: c == 200, what="beating again")
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
