@@ -24,11 +24,11 @@ from pathlib import Path
 
 from supervisor import commands, profiles
 from supervisor.kit import dburl
+from supervisor.kit.init import SETTINGS_IN_MANAGE
 from supervisor.procfile import ProcfileError, load_env_file, load_procfile
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
 HEALTH_MIDDLEWARE = "supervisor.contrib.django.HealthMiddleware"
-SETTINGS_IN_MANAGE = re.compile(r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)['\"]")
 DJANGO_Q_DEFAULT_RETRY = 60
 
 

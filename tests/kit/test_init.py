@@ -142,3 +142,29 @@ def test_init_works_from_an_installed_wheel(tmp_path):
     assert result.returncode == 0, result.stderr
     assert str(target) in result.stderr  # the installed copy, not the checkout
     assert "uvicorn" in (project / "Procfile").read_text()
+
+
+def test_the_example_uses_the_templates_unchanged():
+    example = ROOT / "examples" / "koyeb"
+    templates = ROOT / "templates"
+    assert (example / "Dockerfile").read_text() == (templates / "Dockerfile").read_text()
+    assert (example / ".dockerignore").read_text() == (templates / "dockerignore").read_text()
+    assert (example / "gunicorn.conf.py").read_text() == (
+        templates / "gunicorn.conf.py"
+    ).read_text()
+    assert (example / "demo" / "start_all_settings.py").read_text() == (
+        templates / "start_all_settings.py"
+    ).read_text()
+
+
+def test_the_root_procfile_runs_the_example(tmp_path):
+    import json
+
+    plan = start_all(ROOT, "--dry-run", "--json", env=kit_env(tmp_path))
+    assert plan.returncode == 0, plan.stderr
+    data = json.loads(plan.stdout)
+    assert {p["name"]: p["kind"] for p in data["processes"]} == {
+        "web": "gunicorn",
+        "worker": "qcluster",
+    }
+    assert data["release"]["command"] == "cd examples/koyeb && start-all migrate --sync-schedules"

@@ -16,7 +16,8 @@ def _django_wsgi_app() -> str | None:
             r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)['\"]", Path("manage.py").read_text()
         )
         settings = found and found.group(1)
-    return f"{settings.rpartition('.')[0]}.wsgi" if settings else None
+    package = settings.rpartition(".")[0] if settings else ""
+    return f"{package}.wsgi" if package else None
 
 
 wsgi_app = os.environ.get("WSGI_APP") or _django_wsgi_app()
