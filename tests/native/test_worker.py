@@ -226,19 +226,27 @@ def test_retry_backoff_with_full_jitter_bounds(qapp, db, start_worker, tmp_path)
     start_worker("-c", "1")
     path = tmp_path / "bo"
     r = qapp.backoff.delay(str(path))
-    seen = []
-    for attempt in range(4):
-        wait_for(lambda a=attempt: job_row(db, r.id)["retries"] == a + 1, 10, "retry stored")
+    delays: dict[int, float] = {}
+
+    def step():
         row = job_row(db, r.id)
-        delay = (row["run_at"] - datetime.now(UTC)).total_seconds()
-        cap = min(5, 2 * 2 ** attempt)  # retry_backoff=2, retry_backoff_max=5
-        assert -0.5 <= delay <= cap + 0.1, (attempt, delay, cap)
-        seen.append(delay)
-        db.execute("UPDATE start_all.jobs SET run_at = now() WHERE task_id = %s", (r.id,))
-        db.execute("SELECT pg_notify('start_all_jobs', 'celery')")
-    with pytest.raises(OSError):
-        r.get(timeout=10)
+        if row["status"] == "FAILURE":
+            return True
+        if row["status"] == "RETRY" and row["retries"] not in delays:
+            # countdown chosen by the task = next run time - when this attempt was claimed
+            delays[row["retries"]] = (row["run_at"] - row["started_at"]).total_seconds()
+            db.execute("UPDATE start_all.jobs SET run_at = now() WHERE task_id = %s", (r.id,))
+            db.execute("SELECT pg_notify('start_all_jobs', 'celery')")
+        return False
+
+    wait_for(step, 30, "all attempts")
+    with pytest.raises(OSError, match="still down"):
+        r.get(timeout=1)
     assert len(lines(path)) == 5, "max_retries=4: 5 attempts"
+    assert delays, "saw at least one stored retry"
+    for retries, delay in delays.items():
+        cap = min(5, 2 * 2 ** (retries - 1))  # retry_backoff=2, retry_backoff_max=5
+        assert -0.05 <= delay <= cap + 0.5, (retries, delay, cap)
 
 
 def test_cron_slot_fires_once_with_two_schedulers(qapp, db, start_worker, tmp_path):

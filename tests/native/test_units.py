@@ -1,0 +1,68 @@
+"""Pure functions: backoff arithmetic, schedules, argument checks, cron slots. No services."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from supervisor.native.cron import Cron, parse
+from supervisor.native.exceptions import ConfigError, EncodeError
+from supervisor.native.schedules import crontab, normalize
+from supervisor.native.serial import dumps_call, exception_from_dict, exception_to_dict
+from supervisor.native.task import backoff_interval
+
+
+def test_backoff_without_jitter_is_exponential_and_capped():
+    assert [backoff_interval(1, n, 600, False) for n in range(5)] == [1, 2, 4, 8, 16]
+    assert backoff_interval(3, 10, 600, False) == 600
+    assert backoff_interval(2, 2, 5, False) == 5
+
+
+def test_full_jitter_stays_within_zero_and_the_cap():
+    draws = [backoff_interval(1, 4, 600, True) for _ in range(500)]
+    assert min(draws) >= 0 and max(draws) <= 16
+    assert len(set(draws)) > 5, "spread over the whole range"
+    assert {backoff_interval(1, 30, 7, True) for _ in range(300)} <= set(range(8))
+
+
+def test_non_json_arguments_name_the_culprit():
+    with pytest.raises(EncodeError, match=r"args\[1\]\['when'\] = datetime"):
+        dumps_call("proj.send", [1, {"when": datetime.now(UTC)}], {})
+    with pytest.raises(EncodeError, match=r"kwargs\['blob'\] = bytes"):
+        dumps_call("proj.send", [], {"blob": b"x"})
+    assert dumps_call("t", (1, "a"), {"k": [None]}) == (json.dumps([1, "a"]),
+                                                         json.dumps({"k": [None]}))
+
+
+def test_exceptions_round_trip():
+    again = exception_from_dict(exception_to_dict(KeyError("k")))
+    assert type(again) is KeyError and again.args == ("k",)
+    missing = exception_from_dict({"exc_type": "Gone", "exc_module": "nowhere.mod",
+                                   "exc_message": ["x"]})
+    assert type(missing).__name__ == "Gone" and str(missing) == "x"
+
+
+def test_schedule_shapes():
+    assert normalize(crontab(minute="*/15", hour="9-17", day_of_week="mon-fri")) == (
+        "*/15 9-17 * * mon-fri")
+    assert normalize("0 3 * * *") == "0 3 * * *"
+    assert normalize(30) == 30.0 and normalize(timedelta(minutes=2)) == 120.0
+    with pytest.raises(ValueError):
+        normalize("not a cron")
+    with pytest.raises(ConfigError, match="nightly"):
+        parse({"nightly": {"task": "t", "schedule": "61 * * * *"}})
+
+
+def test_cron_slots_fire_once_per_slot_in_a_process():
+    cron = Cron(parse({"e": {"task": "t", "schedule": "*/5 * * * *"},
+                       "i": {"task": "t", "schedule": 10}}))
+    base = datetime(2026, 1, 1, 12, 5, 0, tzinfo=UTC).timestamp()
+    first = {(e.name, slot) for e, slot in cron.due(base + 1)}
+    assert first == {("e", base), ("i", base)}
+    assert cron.due(base + 2) == []
+    assert {(e.name, s) for e, s in cron.due(base + 11)} == {("i", base + 10)}
+    assert cron.seconds_to_next(base + 11) == pytest.approx(9)
+    # a slot missed by more than a minute (worker down) is skipped, not fired late
+    assert {e.name for e, _ in cron.due(base + 600 + 120)} == {"i"}
