@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, free_port, http_get, need, wait_for
+from tests.kit.conftest import pg_url  # noqa: F401 - a fresh PostgreSQL database per test
 
 RUNTIME_SCRIPT = ROOT.parent / "shared" / "tools" / "container-runtime.sh"
 
@@ -73,11 +74,15 @@ def demo_image(container_runtime) -> str:
 class Container:
     """A container started with the platform's settings: 512 MB, PORT=8000 published."""
 
-    def __init__(self, image: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, image: str, env: dict[str, str] | None = None, host_network=False) -> None:
         self.name = f"start-all-test-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         args = ["run", "-d", "--name", self.name, "--memory", "512m"]
-        args += ["-p", f"127.0.0.1:{self.port}:8000", "-e", "PORT=8000"]
+        if host_network:  # reaches the host's PostgreSQL; ports are the host's own
+            args += ["--network", "host", "-e", f"PORT={self.port}"]
+            args += ["-e", f"START_ALL_HEALTH_PORT={free_port()}"]
+        else:
+            args += ["-p", f"127.0.0.1:{self.port}:8000", "-e", "PORT=8000"]
         for key, value in (env or {}).items():
             args += ["-e", f"{key}={value}"]
         podman(*args, image)
@@ -143,8 +148,8 @@ class Container:
 def start_container():
     started: list[Container] = []
 
-    def start(image: str, env: dict[str, str] | None = None) -> Container:
-        container = Container(image, env)
+    def start(image: str, env: dict[str, str] | None = None, host_network=False) -> Container:
+        container = Container(image, env, host_network)
         started.append(container)
         return container
 
