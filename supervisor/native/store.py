@@ -7,8 +7,10 @@ autocommit connection per process; the worker's loop has its own.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
+import weakref
 from importlib import resources
 from typing import Any
 
@@ -21,6 +23,7 @@ NOTIFY_REVOKE = "start_all_revoke"
 WAITING = ("PENDING", "RETRY")
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 MIGRATION_LOCK = 0x5A11_0001  # advisory lock key shared by every process migrating
+_inherited: list = []  # connections inherited across fork: never used, never closed
 
 ENQUEUE = """
 WITH rows AS (
@@ -250,6 +253,16 @@ class PgStore:
         self._conn: Any = None
         self._lock = threading.Lock()
         self._migrated = False
+        # a forked child (gunicorn --preload, multiprocessing) must not share the socket
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: me() and me()._forget_connection())
+
+    def _forget_connection(self) -> None:
+        if self._conn is not None:
+            # keep a reference: closing or collecting it here would end the parent's session
+            _inherited.append(self._conn)
+            self._conn = None
+        self._lock = threading.Lock()
 
     def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:

@@ -65,6 +65,21 @@ class Job:
             setattr(self, slot, fields.get(slot))
 
 
+def _routed_queue(routes: Any, name: str) -> str | None:
+    """Celery's task_routes in its dict form: {"proj.tasks.*": {"queue": "slow"}, ...}."""
+    if not routes:
+        return None
+    from fnmatch import fnmatchcase
+
+    for routes_map in routes if isinstance(routes, (list, tuple)) else [routes]:
+        if not isinstance(routes_map, dict):
+            continue
+        for pattern, route in routes_map.items():
+            if fnmatchcase(name, pattern):
+                return route.get("queue") if isinstance(route, dict) else str(route)
+    return None
+
+
 def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
@@ -176,7 +191,8 @@ class Task:
         return Job(
             task_id=str(task_id or uuid.uuid4()),
             name=self.name,
-            queue=queue or self.queue or conf.task_default_queue,
+            queue=queue or _routed_queue(conf.get("task_routes"), self.name) or self.queue
+            or conf.task_default_queue,
             priority=int(priority or 0),
             args=args_json,
             kwargs=kwargs_json,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from conftest import APPS, job_row, lines
 
 from tests.conftest import ROOT, VENV_ENV, wait_for
@@ -15,10 +16,13 @@ from tests.conftest import ROOT, VENV_ENV, wait_for
 DJPROJ = APPS / "djproj"
 
 
-def test_django_project(db, pg_url, start_worker, tmp_path):
+@pytest.mark.parametrize("settings", ["djproj.settings", "djproj.settings_sqlite"])
+def test_django_project(db, pg_url, start_worker, tmp_path, settings):
+    """Django on PostgreSQL (the enqueue joins Django's transaction on its connection) and
+    Django on SQLite with the queue on PostgreSQL (the enqueue waits for on_commit)."""
     worker_log = tmp_path / "dj-worker.log"
-    env = {**os.environ, "NATIVE_TEST_DB_URL": pg_url,
-           "PYTHONPATH": f"{DJPROJ}{os.pathsep}{ROOT}", "DJANGO_SETTINGS_MODULE": "djproj.settings"}
+    env = {**os.environ, "NATIVE_TEST_DB_URL": pg_url, "DJANGO_SQLITE_DIR": str(tmp_path),
+           "PYTHONPATH": f"{DJPROJ}{os.pathsep}{ROOT}", "DJANGO_SETTINGS_MODULE": settings}
     with open(worker_log, "wb") as log:
         worker = subprocess.Popen([sys.executable, "manage.py", "native_worker", "-c", "2"],
                                   cwd=DJPROJ, env=env, stdout=log, stderr=subprocess.STDOUT)

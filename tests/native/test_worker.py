@@ -284,3 +284,51 @@ def test_retention_prunes_old_rows(qapp, db, start_worker):
     assert state(ok.id).state == "SUCCESS", "a fresh success stays (1 day)"
     assert state(bad_old.id).state == "FAILURE", "a 2-day-old failure stays (7 days)"
     assert "retention pruned 1 succeeded and 1 failed" in second.output
+
+
+def test_task_routes_send_to_their_queue(qapp, db, start_worker):
+    r = qapp.routed_add.delay(1, 2)
+    assert job_row(db, r.id)["queue"] == "routed"
+    start_worker("-c", "1", "-Q", "routed")
+    assert r.get(timeout=10) == 3
+
+
+def test_survives_losing_its_database_connections(qapp, db, start_worker):
+    worker = start_worker("-c", "1")
+    assert qapp.add.delay(1, 1).get(timeout=10) == 2
+    killed = db.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND application_name = '' AND backend_type = 'client backend'").fetchone()[0]
+    assert killed >= 2, "the worker's loop and LISTEN connections were cut"
+    qapp.app.close()  # our producer connection was cut too; reconnect is automatic anyway
+    r = qapp.add.delay(2, 2)
+    assert r.get(timeout=30) == 4, worker.output
+    assert "reconnecting" in worker.output
+
+
+def test_recycles_after_max_tasks_per_child(qapp, db, start_worker):
+    worker = start_worker("-c", "1", env={"NATIVE_TEST_MAX_TASKS": "3"})
+    results = [qapp.add.delay(i, i) for i in range(5)]
+    assert worker.wait(30) == 0, "exits cleanly so the supervisor starts a fresh one"
+    assert "recycling" in worker.output
+    done = [r for r in results if r.state == "SUCCESS"]
+    assert len(done) >= 3
+    assert all(job_row(db, r.id)["status"] in ("SUCCESS", "PENDING") for r in results)
+
+
+def test_forked_child_gets_its_own_connection(qapp, db):
+    import os
+
+    qapp.add.delay(0, 0)  # the parent's connection is open now
+    pid = os.fork()
+    if pid == 0:
+        try:
+            qapp.add.delay(1, 0)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    qapp.add.delay(2, 0)  # still usable here: the child did not close our session
+    assert db.execute("SELECT count(*) FROM start_all.jobs").fetchone()[0] == 3

@@ -82,3 +82,12 @@ def backoff(self, path):
 @app.task
 def die():
     os._exit(3)
+
+if os.environ.get("NATIVE_TEST_MAX_TASKS"):
+    app.conf.worker_max_tasks_per_child = int(os.environ["NATIVE_TEST_MAX_TASKS"])
+app.conf.task_routes = {"qtasks.routed_*": {"queue": "routed"}}
+
+
+@app.task
+def routed_add(x, y):
+    return x + y
