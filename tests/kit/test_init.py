@@ -168,3 +168,18 @@ def test_the_root_procfile_runs_the_example(tmp_path):
         "worker": "qcluster",
     }
     assert data["release"]["command"] == "cd examples/koyeb && start-all migrate --sync-schedules"
+
+
+def test_a_project_made_from_the_template_passes_check_strict(tmp_path):
+    project = django_project(tmp_path / "p")
+    (project / "mysite" / "settings.py").write_text(
+        'SECRET_KEY = "x"\nALLOWED_HOSTS = ["myapp.koyeb.app"]\n'
+        'INSTALLED_APPS = ["django.contrib.contenttypes", "django_q"]\n'
+        'MIDDLEWARE = ["supervisor.contrib.django.HealthMiddleware"]\n'
+        "from .start_all_settings import *  # noqa\n"
+    )
+    assert start_all(project, "init", "django-qcluster").returncode == 0
+    url = "postgresql://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres"
+    result = start_all(project, "check", "--strict", env=kit_env(project, DATABASE_URL=url))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1] == "0 error(s), 0 warning(s)"
