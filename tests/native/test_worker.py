@@ -332,3 +332,16 @@ def test_forked_child_gets_its_own_connection(qapp, db):
     assert os.waitstatus_to_exitcode(status) == 0
     qapp.add.delay(2, 0)  # still usable here: the child did not close our session
     assert db.execute("SELECT count(*) FROM start_all.jobs").fetchone()[0] == 3
+
+
+def test_bad_input_is_one_line_and_exit_2(db, start_worker, tmp_path):
+    worker = start_worker(app="no_such_module:app", ready=False)
+    assert worker.wait(20) == 2
+    assert worker.output.strip().splitlines() == [
+        "native: -A no_such_module:app: cannot import no_such_module "
+        "(No module named 'no_such_module')"]
+    worker = start_worker("-c", "many", ready=False)
+    assert worker.wait(20) == 2 and "invalid int value: 'many'" in worker.output
+    worker = start_worker(env={"START_ALL_WORKER_CONCURRENCY": "lots"}, ready=False)
+    assert worker.wait(20) == 2
+    assert worker.output.strip() == "native: START_ALL_WORKER_CONCURRENCY='lots' is not a number"
