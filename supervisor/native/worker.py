@@ -132,7 +132,6 @@ class Worker:
         self.running: dict[int, Held] = {}
         self.draining = False
         self.unstarted: list[Held] = []
-        self.revoked: set[str] = set()
         self.threads: list[threading.Thread] = []
         self.processed = 0
         self.stop_requests = 0
@@ -212,7 +211,7 @@ class Worker:
             return Outcome(job, FAILURE, exception_to_dict(NotRegistered(job.name)))
         if job.expired:
             return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("expired")))
-        if job.task_id in self.revoked or job.revoke:
+        if job.revoke:
             return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("revoked")))
         args, kwargs = job.args, job.kwargs
         task.push_request(
@@ -413,9 +412,11 @@ class Worker:
 
     # --- revocation and time limits ---------------------------------------------------------
     def _revoke_local(self, task_id: str, mode: str) -> None:
-        self.revoked.add(task_id)
         job = self.by_task_id.get(task_id)
-        if job is None or mode != "terminate":
+        if job is None:
+            return  # not ours; a waiting job was already marked REVOKED by revoke() itself
+        job.revoke = job.revoke or mode  # a job not started yet will not start
+        if mode != "terminate":
             return
         with self.lock:
             if job.in_user_code and job.thread and not job.terminated:
