@@ -23,7 +23,7 @@ PROCFILE = f"web: {GUNICORN}\nworker: {RECORDER} worker\n"
 
 
 def test_healthz_goes_503_when_the_worker_dies_and_200_after_its_restart(run_supervisor, henv):
-    henv["START_ALL_BACKOFF_INITIAL"] = "3"  # the 2nd restart in a row waits: a visible gap
+    henv["START_ALL_BACKOFF_INITIAL"] = "5"  # the 2nd restart in a row waits: a visible gap
     sup = run_supervisor(PROCFILE, env=henv)
     hport = int(henv["START_ALL_HEALTH_PORT"])
     code, report = wait_health(hport, lambda c, r: c == 200 and r["ready"], what="healthy")
