@@ -178,12 +178,13 @@ class Celery:
     def database_url(self) -> str:
         url = self.conf.native_database_url
         broker = self.conf.broker_url or ""
-        if not url and broker.split(":", 1)[0] in ("postgres", "postgresql"):
+        if not url and broker.split(":", 1)[0] in ("postgres", "postgresql", "sqlite"):
             url = broker
         url = url or os.environ.get("DATABASE_URL") or _django_database_url()
         if not url:
             raise ConfigError(
-                "no database for the native queue: set DATABASE_URL (or broker=postgresql://...)"
+                "no database for the native queue: set DATABASE_URL (or broker=postgresql://... "
+                "or, for development, broker=sqlite:///queue.sqlite3)"
             )
         return url
 
@@ -192,9 +193,10 @@ class Celery:
         if self._backend is None:
             with _lock:
                 if self._backend is None:
-                    from supervisor.native.store import PgStore
+                    from supervisor.native.backends import backend_for
 
-                    self._backend = PgStore(self.database_url, self)
+                    url = self.database_url
+                    self._backend = backend_for(url).Store(url, self)
         return self._backend
 
     def close(self) -> None:

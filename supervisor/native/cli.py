@@ -108,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             os.execv(argv[0], argv)
         app = load_app(args.app)
         if args.command == "migrate":
-            from supervisor.native import store
+            from supervisor.native.backends import backend_for
 
-            with store.connect(app.database_url) as conn:
-                applied = store.migrate(conn)
+            db = backend_for(app.database_url).WorkerDb(app.database_url, True)
+            applied = db.connect()
+            db.close()
             print(f"native: schema up to date ({', '.join(applied) or 'nothing to apply'})")
             return 0
         return run_worker(app, args)

@@ -333,3 +333,100 @@ class PgStore:
 
 def new_token() -> uuid.UUID:
     return uuid.uuid4()
+
+
+class PgWorkerDb:
+    """The worker loop's side: one connection for its statements, one for LISTEN."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, poll_only: bool) -> None:
+        import psycopg
+
+        self.url = url
+        self.poll_only = poll_only
+        self.Error = psycopg.Error
+        self.conn: Any = None
+        self.listener: Any = None
+
+    def connect(self) -> list[str]:
+        self.conn = connect(self.url)
+        applied = migrate(self.conn)
+        if not self.poll_only:
+            try:
+                self.listener = connect(self.url)
+                self.listener.execute(f"LISTEN {NOTIFY_JOBS}")
+                self.listener.execute(f"LISTEN {NOTIFY_REVOKE}")
+            except Exception as error:  # e.g. a transaction pooler refusing LISTEN
+                log.warning("native: LISTEN unavailable (%s): switching to poll-only mode",
+                            error)
+                self.poll_only = True
+                if self.listener is not None:
+                    self.listener.close()
+                self.listener = None
+        return applied
+
+    def fileno(self) -> int | None:
+        return self.listener.fileno() if self.listener is not None else None
+
+    def notifications(self) -> list[tuple[str, str]]:
+        if self.listener is None:
+            return []
+        return [(n.channel, n.payload) for n in self.listener.notifies(timeout=0)]
+
+    def exchange(self, finish: list[list] | None, claim: dict | None) -> tuple[int, list]:
+        """Finish a batch and claim the next one in one round trip (pipeline mode)."""
+        done = claimed = None
+        with self.conn.pipeline():
+            if finish:
+                done = self.conn.execute(FINISH, finish)
+            if claim:
+                claimed = self.conn.execute(CLAIM, claim)
+        return (done.fetchone()[0] if done is not None else 0,
+                claimed.fetchall() if claimed is not None else [])
+
+    def release(self, ids: list[int], tokens: list) -> int:
+        return len(self.conn.execute(RELEASE, (ids, tokens)).fetchall())
+
+    def renew(self, lease: float, tokens: list) -> list[tuple]:
+        return self.conn.execute(RENEW, (lease, tokens)).fetchall()
+
+    def reap(self, max_recoveries: int) -> list[tuple]:
+        return self.conn.execute(REAP, {"max": max_recoveries}).fetchall()
+
+    def heartbeat(self, row: tuple) -> None:
+        self.conn.execute(HEARTBEAT, row)
+
+    def unregister(self, worker_id: str) -> None:
+        self.conn.execute("DELETE FROM start_all.workers WHERE id = %s", (worker_id,))
+
+    def fire_cron(self, name: str, slot: float, job: Job) -> bool:
+        """Claim the slot and enqueue its job in one transaction: both or neither."""
+        with self.conn.transaction():
+            won = self.conn.execute(CRON_SLOT, (name, slot, job.task_id)).fetchall()
+            if won:
+                self.conn.execute(ENQUEUE, job_params([job]))
+        return bool(won)
+
+    def prune(self, ok: float, bad: float) -> tuple[int, int]:
+        row = self.conn.execute(PRUNE, {"ok": ok, "bad": bad}).fetchone()
+        return row[0], row[1]
+
+    def revoke_mode(self, task_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT revoke FROM start_all.jobs WHERE task_id = %s", (task_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def next_due(self, queues: list[str]) -> float | None:
+        row = self.conn.execute(NEXT_DUE, (queues,)).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        for conn in (self.conn, self.listener):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+        self.conn = self.listener = None

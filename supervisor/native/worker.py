@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supervisor.native import store as sql
+from supervisor.native.backends import backend_for
 from supervisor.native.cron import Cron, parse
 from supervisor.native.exceptions import (
     Ignore,
@@ -110,9 +111,9 @@ class Worker:
         self.url = app.database_url
         if poll_only is None:
             poll_only = conf.native_poll_only
+        self.db = backend_for(self.url).WorkerDb(self.url, bool(poll_only))
         if poll_only is None:
-            poll_only = sql.is_pooler(self.url)
-        self.poll_only = bool(poll_only)
+            self.db.poll_only = self.db.dialect == "sqlite" or sql.is_pooler(self.url)
         self.lease = float(conf.native_lease_seconds)
         self.beat_interval = float(conf.native_heartbeat_interval)
         self.stop_timeout = float(stop_timeout if stop_timeout is not None
@@ -136,8 +137,6 @@ class Worker:
         self.processed = 0
         self.stop_requests = 0
         self.abort = False
-        self.conn: Any = None
-        self.listener: Any = None
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -274,23 +273,14 @@ class Worker:
             task.pop_request()
 
     # --- database steps ---------------------------------------------------------------------
+    @property
+    def poll_only(self) -> bool:
+        return self.db.poll_only
+
     def _connect(self) -> None:
-        self.conn = sql.connect(self.url)
-        applied = sql.migrate(self.conn)
+        applied = self.db.connect()
         if applied:
             log.info("native: schema migrations applied: %s", ", ".join(applied))
-        if self.poll_only:
-            return
-        try:
-            self.listener = sql.connect(self.url)
-            self.listener.execute(f"LISTEN {sql.NOTIFY_JOBS}")
-            self.listener.execute(f"LISTEN {sql.NOTIFY_REVOKE}")
-        except Exception as error:  # e.g. a transaction pooler refusing LISTEN
-            log.warning("native: LISTEN unavailable (%s): switching to poll-only mode", error)
-            self.poll_only = True
-            if self.listener is not None:
-                self.listener.close()
-            self.listener = None
 
     def _exchange(self, flush: bool, limit: int) -> int:
         """Write finished outcomes and claim up to `limit` new jobs in one round trip
@@ -299,18 +289,12 @@ class Worker:
         while flush and self.done:
             batch.append(self.done.popleft())
         token = uuid.uuid4()
-        finish = claim = None
         try:
-            with self.conn.pipeline():
-                if batch:
-                    finish = self.conn.execute(sql.FINISH, self._finish_params(batch))
-                if limit > 0:
-                    claim = self.conn.execute(sql.CLAIM, {
-                        "queues": self.queues, "limit": limit, "token": token,
-                        "worker": self.id, "lease": self.lease,
-                    })
-            written = finish.fetchone()[0] if finish is not None else 0
-            rows = claim.fetchall() if claim is not None else []
+            written, rows = self.db.exchange(
+                self._finish_params(batch) if batch else None,
+                {"queues": self.queues, "limit": limit, "token": token, "worker": self.id,
+                 "lease": self.lease} if limit > 0 else None,
+            )
             self.last_claimed = len(rows)
         except Exception:
             self.done.extendleft(reversed(batch))  # kept for the next attempt (still fenced)
@@ -353,28 +337,22 @@ class Worker:
     def _release(self, jobs: list[Held]) -> None:
         if not jobs:
             return
-        released = self.conn.execute(
-            sql.RELEASE, ([j.id for j in jobs], [j.token for j in jobs])
-        ).fetchall()
+        released = self.db.release([j.id for j in jobs], [j.token for j in jobs])
         for j in jobs:
             self.held.pop(j.id, None)
             self.by_task_id.pop(j.task_id, None)
-        log.info("native: returned %d job(s) to the queue", len(released))
+        log.info("native: returned %d job(s) to the queue", released)
 
     def _heartbeat(self) -> None:
         tokens = list({j.token for j in self.held.values()})
         if tokens:
-            for _id, task_id, revoke in self.conn.execute(
-                sql.RENEW, (self.lease, tokens)
-            ).fetchall():
+            for _id, task_id, revoke in self.db.renew(self.lease, tokens):
                 if revoke:
                     self._revoke_local(task_id, revoke)
-        reaped = self.conn.execute(
-            sql.REAP, {"max": int(self.app.conf.native_max_recoveries)}
-        ).fetchall()
+        reaped = self.db.reap(int(self.app.conf.native_max_recoveries))
         for _id, task_id, status in reaped:
             log.warning("native: lease of %s expired: now %s", task_id, status)
-        self.conn.execute(sql.HEARTBEAT, (
+        self.db.heartbeat((
             self.id, self.hostname, os.getpid(), self.queues, self.concurrency,
             len(self.running), self.processed,
         ))
@@ -391,11 +369,7 @@ class Worker:
                           entry.task)
                 continue
             job = task.build_job(entry.args, entry.kwargs, **entry.options)
-            with self.conn.transaction():
-                won = self.conn.execute(sql.CRON_SLOT, (entry.name, slot, job.task_id)).fetchall()
-                if won:
-                    self.conn.execute(sql.ENQUEUE, sql.job_params([job]))
-            if won:
+            if self.db.fire_cron(entry.name, slot, job):
                 log.info("native: beat %s fired %s (%s)", entry.name, entry.task, job.task_id)
 
     def _prune(self) -> None:
@@ -404,11 +378,8 @@ class Worker:
             log.info("native: retention pruned %d succeeded and %d failed/revoked row(s)", ok, bad)
 
     def _prune_rows(self) -> tuple[int, int]:
-        row = self.conn.execute(sql.PRUNE, {
-            "ok": float(self.app.conf.result_expires),
-            "bad": float(self.app.conf.native_failure_expires),
-        }).fetchone()
-        return row[0], row[1]
+        return self.db.prune(float(self.app.conf.result_expires),
+                             float(self.app.conf.native_failure_expires))
 
     # --- revocation and time limits ---------------------------------------------------------
     def _revoke_local(self, task_id: str, mode: str) -> None:
@@ -477,24 +448,13 @@ class Worker:
 
     def _notifications(self) -> bool:
         """Read pending NOTIFYs; True when new jobs may be waiting."""
-        if self.listener is None:
-            return False
         jobs = False
-        for note in self.listener.notifies(timeout=0):
-            if note.channel == sql.NOTIFY_JOBS:
-                jobs = jobs or note.payload in self.queues
-            else:
-                self._revoke_local(note.payload, "terminate" if self._wants_terminate(
-                    note.payload) else "revoke")
+        for channel, payload in self.db.notifications():
+            if channel == sql.NOTIFY_JOBS:
+                jobs = jobs or payload in self.queues
+            elif payload in self.by_task_id:
+                self._revoke_local(payload, self.db.revoke_mode(payload) or "revoke")
         return jobs
-
-    def _wants_terminate(self, task_id: str) -> bool:
-        if task_id not in self.by_task_id:
-            return False
-        row = self.conn.execute(
-            "SELECT revoke FROM start_all.jobs WHERE task_id = %s", (task_id,)
-        ).fetchone()
-        return bool(row and row[0] == "terminate")
 
     def _begin_stop(self) -> None:
         log.info("native: stopping: no new claims, finishing running tasks (budget %.1fs)",
@@ -533,7 +493,7 @@ class Worker:
         stop_deadline = None
         max_tasks = self.app.conf.worker_max_tasks_per_child
         max_kib = self.app.conf.worker_max_memory_per_child
-        fds = [self.wake_r] + ([self.listener.fileno()] if self.listener else [])
+        fds = self._fds()
         failures = 0
         while True:
             try:
@@ -590,9 +550,9 @@ class Worker:
                 if want_claim:
                     maybe_more = self.last_claimed == free
                     if not maybe_more:
-                        row = self.conn.execute(sql.NEXT_DUE, (self.queues,)).fetchone()
-                        if row and row[0] is not None:
-                            due_in = max(0.0, row[0])
+                        next_due = self.db.next_due(self.queues)
+                        if next_due is not None:
+                            due_in = max(0.0, next_due)
                     elif self.ready.qsize() < self.concurrency:
                         continue  # the queue is not empty and threads are free: go round
                 failures = 0
@@ -616,9 +576,7 @@ class Worker:
                 if due_in <= timeout:
                     maybe_more = True
             except Exception as error:
-                import psycopg
-
-                if not isinstance(error, psycopg.Error):
+                if not isinstance(error, self.db.Error):
                     raise
                 failures += 1
                 pause = min(30.0, 0.5 * 2 ** min(failures, 6))
@@ -628,9 +586,13 @@ class Worker:
                     return self._abort("stopped while the database was unreachable")
                 try:
                     self._connect()
-                    fds = [self.wake_r] + ([self.listener.fileno()] if self.listener else [])
+                    fds = self._fds()
                 except Exception as again:
                     log.error("native: reconnect failed: %s", again)
+
+    def _fds(self) -> list[int]:
+        listen = self.db.fileno()
+        return [self.wake_r] if listen is None else [self.wake_r, listen]
 
     def _sleep_unless_stopped(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -665,15 +627,9 @@ class Worker:
 
     def _unregister(self) -> None:
         try:
-            self.conn.execute("DELETE FROM start_all.workers WHERE id = %s", (self.id,))
+            self.db.unregister(self.id)
         except Exception:
             pass
 
     def _close(self) -> None:
-        for conn in (self.conn, self.listener):
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
-        self.conn = self.listener = None
+        self.db.close()
