@@ -88,7 +88,17 @@ def run_locked(url: dburl.DatabaseUrl, commands: list[list[str]], timeout: float
     import psycopg
 
     try:
-        connection = psycopg.connect(url.url, autocommit=True, connect_timeout=10)
+        # TCP keepalives: the lock connection sits idle while a long migration runs, and a NAT
+        # or pooler dropping it as idle would release the lock under the migration
+        connection = psycopg.connect(
+            url.url,
+            autocommit=True,
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
     except psycopg.Error as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         log(f"cannot connect to {url.redacted}: {first_line}")
