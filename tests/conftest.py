@@ -133,6 +133,15 @@ class Supervisor:
 
     def close(self) -> None:
         if self.proc.poll() is None:
+            if self.pid1:
+                # SIGKILL to unshare would leave the namespace's PID 1 (and every child of
+                # it) running; killing PID 1 makes the kernel kill the whole namespace.
+                path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+                for pid in path.read_text().split() if path.exists() else []:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
             self.proc.kill()
             self.proc.wait()
         self.log_file.close()
