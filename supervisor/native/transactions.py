@@ -12,7 +12,7 @@ from typing import Any
 
 
 def _same_database(connection: Any, url: str) -> bool:
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or url.startswith("sqlite:"):
         return False
     from psycopg.conninfo import conninfo_to_dict
 
