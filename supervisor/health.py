@@ -452,8 +452,9 @@ def start(runtime, options: dict, port: int) -> tuple[HealthServer | None, objec
     from supervisor.probes import Prober
 
     messages = []
-    # The loop thread may be busy with a log flood; hand the GIL over every 1 ms instead of
-    # Python's 5 ms so a health request waits at most that long (measured: bench_health.py).
+    # While the loop thread formats a log flood it holds the GIL for up to the switch interval
+    # (5 ms by default) before this thread may answer. 1 ms bounds that wait; A/B measured
+    # (bench setup, 4 alternating runs, busy machine): /healthz p99 median 10.9 ms vs 15.8 ms.
     sys.setswitchinterval(SWITCH_INTERVAL)
     run_dir = options.get("run_dir")
     if run_dir:
