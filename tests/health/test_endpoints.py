@@ -54,7 +54,7 @@ def test_healthz_goes_503_when_the_worker_dies_and_200_after_its_restart(run_sup
 
 
 def test_readyz_waits_for_the_web_port_while_livez_answers_at_once(run_supervisor, henv):
-    sup = run_supervisor(f"web: python3 {HERE}/slow_web.py 3\n", env=henv)
+    sup = run_supervisor(f"web: python3 {HERE}/slow_web.py 6\n", env=henv)
     hport = int(henv["START_ALL_HEALTH_PORT"])
     wait_for(lambda: port_open(hport), 10, "the health port")
     assert request(hport, "/livez")[0] == 200
