@@ -135,7 +135,7 @@ class HealthView:
             status = "ok"
         return {
             "status": status,
-            "ready": ready and status in ("ok", "degraded") and not degraded,
+            "ready": ready and status == "ok",
             "live": loop_age < self.live_after,
             "supervisor": {
                 "state": sup["state"],
