@@ -91,11 +91,12 @@ class HealthView:
             is_ready = running and p["started_at"] is not None and (
                 ready_since.get(p["name"]) == p["started_at"]
             )
-            if p["required"]:
+            if p["required"] and not p.get("restarting"):
                 failing |= not healthy
                 ready &= is_ready
-            else:
+            else:  # optional, or draining for a restart we asked for: not a reason to 503
                 degraded |= not healthy
+                ready &= is_ready or not p["required"]
             processes.append({
                 "name": p["name"],
                 "role": p["role"],

@@ -529,6 +529,7 @@ class Runtime:
                     "restarts": child.restarts,
                     "last_exit": child.last_exit,
                     "required": child.spec.required,
+                    "restarting": child.restart_requested is not None,  # asked, e.g. watchdog
                 }
             )
         self._base_snapshot = {

@@ -58,9 +58,13 @@ def test_without_the_watchdog_the_kernel_kills_it(memory_cgroup, run_supervisor,
 
 def test_watchdog_with_an_absolute_threshold_on_the_host(run_supervisor, henv, tmp_path):
     henv["START_ALL_WATCHDOG_MB"] = "64"
-    sup = run_supervisor(f"{WEB}worker: python3 {HERE}/hog.py 120 2\n", env=henv)
+    sup = run_supervisor(f"{WEB}worker: python3 {HERE}/hog.py 120 2 1.5\n", env=henv)
     hport = int(henv["START_ALL_HEALTH_PORT"])
     sup.wait_line(r"graceful restart requested \(memory watchdog: tree PSS \d+ MiB over 64 MiB")
+    # while it drains (1.5 s here), a restart we asked for is "degraded", not a 503
+    code, report = wait_health(
+        hport, lambda c, r: process(r, "worker.1")["state"] == "stopping", what="draining")
+    assert code == 200 and report["status"] == "degraded"
     code, report = wait_health(
         hport, lambda c, r: process(r, "worker.1")["memory_restarts"] == 1
         and process(r, "worker.1")["state"] == "running", what="restarted worker")
