@@ -136,9 +136,12 @@ class Container:
         return podman("inspect", "-f", "{{.State." + field + "}}", self.name).stdout.strip()
 
     def stop(self, grace: int = 10) -> float:
-        started = time.monotonic()
+        """`podman stop -t grace`; seconds from the stop request until the container ended
+        (its own FinishedAt, free of podman's bookkeeping on a busy machine)."""
+        started = time.time()
         podman("stop", "-t", str(grace), self.name, timeout=grace + 60)
-        return time.monotonic() - started
+        finished = int(self.state("FinishedAt.UnixNano")) / 1e9
+        return finished - started
 
     def remove(self) -> None:
         podman("rm", "-f", "-t", "0", self.name, check=False)
