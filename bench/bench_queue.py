@@ -1,6 +1,6 @@
 """Queue benchmark: the native worker against its peers, in one run, on the same PostgreSQL.
 
-    .venv/bin/python bench/bench_queue.py [--n 10000] [--slow-n 2000] [--samples 200]
+    .venv/bin/python bench/bench_queue.py [--n 10000] [--slow-n 1000] [--samples 200]
                                           [--only native,pgqueuer,procrastinate,celery,django-q2]
 
 Per queue: enqueue rate (one call per job, and batched), drain throughput of N no-op jobs with
@@ -570,7 +570,7 @@ def table(results: dict[str, dict], native_rss: float | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10_000, help="no-op jobs per drain")
-    parser.add_argument("--slow-n", type=int, default=2_000,
+    parser.add_argument("--slow-n", type=int, default=1_000,
                         help="jobs per drain for the slow peers (procrastinate, django-q2)")
     parser.add_argument("--samples", type=int, default=200, help="pickup latency samples")
     parser.add_argument("--only", default=",".join(PEERS))
@@ -585,6 +585,7 @@ def main() -> int:
 
     import psycopg
 
+    load_before = os.getloadavg()[0]
     name = f"bench_queue_{os.getpid()}"
     admin = psycopg.connect(BASE_URL, autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
@@ -612,8 +613,9 @@ def main() -> int:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
     print(table(results, results.get("native", {}).get("rss")))
-    print(f"\n(one run on this machine: {os.cpu_count()} CPUs, PostgreSQL and Redis on "
-          f"localhost; command: {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})")
+    print(f"\n(one run on this machine: {os.cpu_count()} CPUs, load average {load_before:.1f} "
+          f"before and {os.getloadavg()[0]:.1f} after, PostgreSQL and Redis on localhost; "
+          f"command: {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})")
     return 0
 
 
