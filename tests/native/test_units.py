@@ -66,3 +66,16 @@ def test_cron_slots_fire_once_per_slot_in_a_process():
     assert cron.seconds_to_next(base + 11) == pytest.approx(9)
     # a slot missed by more than a minute (worker down) is skipped, not fired late
     assert {e.name for e, _ in cron.due(base + 600 + 120)} == {"i"}
+
+
+def test_transaction_pooler_detection_and_sqlite_paths():
+    from supervisor.native.sqlite_store import _path
+    from supervisor.native.store import is_pooler
+
+    assert is_pooler("postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres")
+    assert not is_pooler("postgresql://u:p@db.example.com:5432/postgres")
+    assert not is_pooler("dbname=app host=localhost")
+    assert _path("sqlite:///queue.sqlite3") == "queue.sqlite3"
+    assert _path("sqlite:////var/data/q.db") == "/var/data/q.db"
+    with pytest.raises(ConfigError, match="needs a file"):
+        _path("sqlite:///:memory:")
