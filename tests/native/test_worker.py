@@ -147,15 +147,17 @@ def test_sigterm_finishes_running_and_returns_prefetched(qapp, db, start_worker,
     assert [r.get(timeout=10) for r in queued] == ["q0", "q1", "q2"]
 
 
-def test_second_sigterm_aborts_and_requeues(qapp, db, start_worker, tmp_path):
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGQUIT])
+def test_second_signal_aborts_and_requeues(qapp, db, start_worker, tmp_path, second):
     marks = tmp_path / "a"
     worker = start_worker("-c", "1", "--stop-timeout", "30")
     r = qapp.hold.delay("long", str(marks), 30)
     wait_for(lambda: any("start long" in line for line in lines(marks)), 10, "start")
     worker.signal(signal.SIGTERM)
     wait_for(lambda: "stopping" in worker.output, 10, "stopping")
-    worker.signal(signal.SIGTERM)
+    worker.signal(second)
     assert worker.wait(10) == 0
+    assert "aborting" in worker.output
     row = job_row(db, r.id)
     assert row["status"] == "PENDING" and row["lease_token"] is None, "requeued, not lost"
 
