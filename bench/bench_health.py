@@ -1,12 +1,12 @@
 """The health endpoint under load, against a gunicorn sync worker serving the same JSON.
 
-    .venv/bin/python bench/bench_health.py [--duration 5] [--connections 10]
+    .venv/bin/python bench/bench_health.py [--duration 3] [--runs 3] [--connections 10]
 
 Needs `wrk` (installed with `apt-get install -y wrk` when missing and we are root; otherwise
 the script says so and exits 0). Setup, all in this one run:
-- start-all as PID 1 (unshare) running gunicorn (1 sync worker, the WSGI health middleware)
-  and a child that floods the log (lines of 100 bytes, as fast as the pipe takes them);
-  PID 1 (both of its threads) is pinned to CPU 0, wrk to CPU 1;
+- start-all as PID 1 (unshare) running gunicorn (1 sync worker, the WSGI health middleware),
+  once alone and once beside a child flooding the log (`yes`: ~100-byte lines as fast as the
+  pipe takes them); PID 1 (all of its threads) is pinned to CPU 0, wrk to CPU 1;
 - rows: PID 1's /healthz and /livez on the health port; the same /healthz on $PORT through
   the WSGI middleware (gunicorn -> unix socket -> PID 1); the peer: a gunicorn sync worker
   (also pinned to CPU 0) returning the very JSON body PID 1 returned, from memory;
@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,7 +171,10 @@ def scenario(work: Path, env: dict, flood: bool, args) -> dict:
             ("peer: gunicorn sync worker, same JSON from memory",
              f"http://127.0.0.1:{peer_port}/"),
         ):
-            rows.append((label, wrk(url, args.duration, args.connections)))
+            runs = [wrk(url, args.duration, args.connections) for _ in range(args.runs)]
+            rows.append((label, {
+                key: statistics.median(r[key] for r in runs) for key in ("p50", "p99", "rps")
+            } | {"errors": "; ".join(r["errors"] for r in runs if r["errors"])}))
         after = memory(sup.pid)
     finally:
         sup.stop()
@@ -182,7 +186,8 @@ def scenario(work: Path, env: dict, flood: bool, args) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    p.add_argument("--runs", type=int, default=3, help="wrk runs per row (medians shown)")
     p.add_argument("--connections", type=int, default=10)
     args = p.parse_args()
     if not ensure_wrk():
@@ -206,8 +211,9 @@ def main() -> int:
         off.stop()
     shutil.rmtree(work, ignore_errors=True)
 
-    print(f"## Health endpoint under wrk -t1 -c{args.connections} -d{args.duration:g}s "
-          "(PID 1 pinned to CPU 0, wrk to CPU 1)\n")
+    print(f"## Health endpoint under wrk -t1 -c{args.connections} -d{int(args.duration)}s, "
+          f"median of {args.runs} runs (PID 1 pinned to CPU 0, wrk to CPU 1); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
     print("| children | endpoint | p50 ms | p99 ms | req/s | errors |")
     print("|---|---|---:|---:|---:|---|")
     for flood, result in results.items():
