@@ -489,6 +489,7 @@ class Worker:
         next_beat = now
         next_prune = now
         next_poll = now
+        next_cron = 0.0 if self.cron.entries else float("inf")
         maybe_more = True
         stop_deadline = None
         max_tasks = self.app.conf.worker_max_tasks_per_child
@@ -526,8 +527,9 @@ class Worker:
                 if now >= next_prune:
                     self._prune()
                     next_prune = now + float(self.app.conf.native_prune_interval)
-                if stop_deadline is None and self.cron.entries:
-                    self._fire_cron()
+                if stop_deadline is None and self.cron.entries and time.time() >= next_cron:
+                    self._fire_cron()  # wall clock: cron slots are calendar times
+                    next_cron = time.time() + self.cron.seconds_to_next()
                 if max_tasks and self.processed >= max_tasks and stop_deadline is None:
                     log.info("native: %d tasks processed: recycling", self.processed)
                     self.stop_requests += 1
@@ -557,7 +559,8 @@ class Worker:
                         continue  # the queue is not empty and threads are free: go round
                 failures = 0
                 timeout = min(due_in, max(0.0, next_poll - now), max(0.0, next_beat - now),
-                              self._enforce_time_limits(), self.cron.seconds_to_next() + 0.001)
+                              self._enforce_time_limits(),
+                              max(0.0, next_cron - time.time()) + 0.001)
                 if stop_deadline is not None:
                     timeout = min(timeout, max(0.0, stop_deadline - now), 0.5)
                 if not self.done:
