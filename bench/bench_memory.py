@@ -22,6 +22,7 @@ and PostgreSQL at $DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/po
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import socket
@@ -231,6 +232,9 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=500)
     args = parser.parse_args()
     prepare_runtime()
+    # the container tests' lock: their image clean-up and this build never overlap
+    lock = open(Path(tempfile.gettempdir()) / "start-all-container-tests.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     image = f"localhost/start-all-bench-memory:{uuid.uuid4().hex[:8]}"
     dangling = set(podman("images", "-q", "--filter", "dangling=true").split())
     print(f"building {image} from {ROOT}/Dockerfile ...", file=sys.stderr)
@@ -250,7 +254,7 @@ def main() -> int:
             # the build's untagged stage images; ones that existed before stay
             ours = set(podman("images", "-q", "--filter", "dangling=true").split()) - dangling
             if ours:
-                podman("rmi", "-f", *sorted(ours), check=False)
+                podman("rmi", *sorted(ours), check=False)
     print(
         f"\nWhole-container memory, booking example, --memory 512m, {args.tasks}-task burst "
         f"(PSS summed over every process; host cpu_count() = {os.cpu_count()}):\n"

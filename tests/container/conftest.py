@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +18,7 @@ from tests.conftest import ROOT, free_port, http_get, need, wait_for
 from tests.kit.conftest import pg_url  # noqa: F401 - a fresh PostgreSQL database per test
 
 RUNTIME_SCRIPT = ROOT.parent / "shared" / "tools" / "container-runtime.sh"
+LOCK_PATH = Path(tempfile.gettempdir()) / "start-all-container-tests.lock"
 
 
 def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -54,12 +57,16 @@ def dangling_images() -> set[str]:
 @pytest.fixture(scope="session")
 def container_runtime() -> None:
     need(_prepare_runtime(), "podman (../shared/tools/container-runtime.sh)")
-    before = dangling_images()
-    yield
-    # our builds' untagged stage images (each ~500 MB); images that were there before stay
-    new = dangling_images() - before
-    if new:
-        podman("rmi", "-f", *sorted(new), check=False)
+    with open(LOCK_PATH, "w") as lock:
+        # one container session at a time on this machine (bench_memory.py takes it too), so
+        # one session's clean-up never touches another's build
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = dangling_images()
+        yield
+        # our builds' untagged stage images (each ~500 MB); no -f: nothing in use is removed
+        new = dangling_images() - before
+        if new:
+            podman("rmi", *sorted(new), check=False)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import wait_for
 from tests.container.conftest import podman
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]  # incl. waiting for the lock
 
 
 def test_health_on_port_and_a_booking_confirmed_by_the_worker(demo_image, start_container):

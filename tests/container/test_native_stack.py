@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import wait_for
 from tests.container.conftest import podman
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]  # incl. waiting for the lock
 
 
 def test_task_longer_than_the_budget_is_requeued_and_rerun(demo_image, start_container, pg_url):

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import wait_for
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]  # incl. waiting for the lock
 
 
 def test_two_containers_at_once_migrate_once_and_both_serve(demo_image, start_container, pg_url):

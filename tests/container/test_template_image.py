@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import ROOT, wait_for
 from tests.container.conftest import build, podman
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]  # incl. waiting for the lock
 
 
 def test_example_built_from_the_template_dockerfile(container_runtime, tmp_path, start_container):
