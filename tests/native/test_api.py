@@ -186,6 +186,10 @@ def test_eager_mode(api):
         assert failed.failed() and isinstance(failed.result, ValueError)
         with pytest.raises(ValueError, match="eager"):
             failed.get()
+        path = path_in(api, "eager-retry")
+        retried = api.always_retry.delay(path)  # retries run at once, countdowns skipped
+        assert retried.state == "FAILURE" and isinstance(retried.result, ValueError)
+        assert len(lines(api.tmp / os.path.basename(path))) == 4
         api.app.conf.task_eager_propagates = True
         with pytest.raises(ValueError, match="eager"):
             api.boom.delay("eager")
