@@ -467,7 +467,8 @@ def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> 
     if spec.kind == "celery-worker":
         words = commands.parse(spec.command).program
         extra = []
-        if not worker_set:
+        if _option(words, "-c", "--concurrency") is None:
+            # also when START_ALL_WORKER_CONCURRENCY set it: celery itself does not read it
             extra += ["--concurrency", str(result["worker"])]
         if _option(words, None, "--max-memory-per-child") is None:
             extra += ["--max-memory-per-child", str(max_rss_mb * 1024)]  # KiB

@@ -131,6 +131,15 @@ def test_dry_run_shows_the_reasoning_and_passes_each_tools_knob(tmp_path):
     assert web["env"]["START_ALL_HEALTH_SOCKET"].endswith("/health.sock")
 
 
+def test_start_all_worker_concurrency_reaches_celery(tmp_path):
+    procfile = "web: gunicorn app:app\nworker: celery -A proj worker\n"
+    env = {"START_ALL_WORKER_CONCURRENCY": "1"}
+    plan = json.loads(start_all(tmp_path, procfile, env, "--json").stdout)
+    # celery does not read START_ALL_WORKER_CONCURRENCY: without the flag it forks cpu_count()
+    assert plan["processes"][1]["argv"][-1].endswith("worker --concurrency 1 "
+                                                     "--max-memory-per-child 143360")
+
+
 def test_explicit_settings_are_never_overridden(tmp_path):
     procfile = "web: gunicorn app:app\nworker: python3 manage.py qcluster\n"
     (tmp_path / "manage.py").write_text("")
