@@ -1,15 +1,15 @@
 """The worker process: one claim loop (main thread) feeding a pool of executor threads.
 
-Only the main thread talks to the database. Executors run tasks and hand outcomes back
-through a deque plus a wake-up pipe; the loop then finishes them in one fenced statement and
-claims the next batch in another. That is what lets one connection move thousands of jobs per
-second. Signal handlers only set flags (and Python writes the signal number to the same pipe
-via signal.set_wakeup_fd), so all the work happens in the loop.
+Only the main thread talks to the database. Executors (executor.py) run tasks and hand
+outcomes back through a deque plus a wake-up pipe; the loop writes a batch of them with one
+fenced statement and claims the next batch in the same round trip. That is what lets one
+connection move thousands of jobs per second. Signal handlers only set flags (and Python
+writes the signal number to the same pipe via signal.set_wakeup_fd), so all the work happens
+in the loop.
 """
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import logging
@@ -20,69 +20,33 @@ import signal
 import socket
 import threading
 import time
-import traceback as tb_module
 import uuid
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any
 
 from supervisor.native import store as sql
 from supervisor.native.backends import backend_for
 from supervisor.native.cron import Cron, parse
 from supervisor.native.exceptions import (
-    Ignore,
-    NotRegistered,
-    Retry,
     SoftTimeLimitExceeded,
     TaskRevokedError,
     TimeLimitExceeded,
 )
-from supervisor.native.serial import dumps_result, exception_to_dict
+from supervisor.native.executor import (
+    FAILURE,
+    FORGET,
+    SUCCESS,
+    Held,
+    Outcome,
+    execute,
+    raise_in_thread,
+)
+from supervisor.native.serial import exception_to_dict
 
 log = logging.getLogger("supervisor.native")
 _STOP = object()
 PREFETCH_BUDGET = 0.2  # seconds of queued work a thread may hold (adaptive prefetch)
 FLUSH_DELAY = 0.02  # longest a finished result waits to be written while threads are busy
-# statuses the loop reports for an outcome
-SUCCESS, FAILURE, RETRY, REVOKED, FORGET = "SUCCESS", "FAILURE", "RETRY", "REVOKED", "FORGET"
-
-
-class Held:
-    """A job this worker holds under a lease, from claim until its finish is written."""
-
-    __slots__ = ("id", "task_id", "name", "queue", "priority", "args", "kwargs", "options",
-                 "retries", "ignore_result", "revoke", "expired", "token", "thread", "started",
-                 "in_user_code", "soft_sent", "hard_sent", "abandoned", "terminated")
-
-    def __init__(self, row: tuple, token: uuid.UUID) -> None:
-        (self.id, self.task_id, self.name, self.queue, self.priority, self.args, self.kwargs,
-         self.options, self.retries, self.ignore_result, self.revoke, self.expired, _) = row
-        self.token = token
-        self.thread: int | None = None
-        self.started = 0.0
-        self.in_user_code = False
-        self.soft_sent = self.hard_sent = self.abandoned = self.terminated = False
-
-
-class Outcome:
-    __slots__ = ("job", "status", "result", "traceback", "countdown", "args", "kwargs",
-                 "runtime")
-
-    def __init__(self, job: Held, status: str, result: Any = None, traceback: str | None = None,
-                 countdown: float = 0.0, args: str | None = None,
-                 kwargs: str | None = None) -> None:
-        self.job, self.status, self.result, self.traceback = job, status, result, traceback
-        self.countdown, self.args, self.kwargs = countdown, args, kwargs
-        self.runtime = 0.0
-
-
-def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
-    """Ask CPython to raise `exc_type` in another thread at its next bytecode boundary.
-
-    A thread blocked inside a C call (sleep, socket read) only sees it once that call returns:
-    this is why time limits and terminate are best-effort with a thread pool.
-    """
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
 def _rss_kib() -> int:
@@ -190,7 +154,7 @@ class Worker:
                 job.thread = threading.get_ident()
                 job.started = time.monotonic()
                 self.running[job.id] = job
-            outcome = self._execute(job)
+            outcome = execute(self.app, job, self.hostname, self.lock)
             outcome.runtime = time.monotonic() - job.started
             with self.lock:
                 self.running.pop(job.id, None)
@@ -203,74 +167,6 @@ class Worker:
                 self._wake()
             if abandoned:
                 return  # a replacement thread took this one's place at the hard time limit
-
-    def _execute(self, job: Held) -> Outcome:
-        task = self.app.tasks.get(job.name)
-        if task is None:
-            return Outcome(job, FAILURE, exception_to_dict(NotRegistered(job.name)))
-        if job.expired:
-            return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("expired")))
-        if job.revoke:
-            return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("revoked")))
-        args, kwargs = job.args, job.kwargs
-        task.push_request(
-            id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, is_eager=False,
-            called_directly=False, hostname=self.hostname, task=job.name,
-            delivery_info={"routing_key": job.queue, "priority": job.priority},
-            ignore_result=job.ignore_result,
-        )
-        status, value, einfo = FAILURE, None, None
-        try:
-            try:
-                job.in_user_code = True
-                value = task(*args, **kwargs)
-            finally:
-                with self.lock:
-                    job.in_user_code = False
-            pending = task.request.retry_request
-            if pending is not None:
-                raise pending
-            encoded = dumps_result(value)
-            status = SUCCESS
-            task.on_success(value, job.task_id, args, kwargs)
-            if job.ignore_result:
-                return Outcome(job, FORGET)
-            return Outcome(job, SUCCESS, encoded)
-        except Retry as retry:
-            status, einfo = RETRY, tb_module.format_exc()
-            countdown = retry.countdown if getattr(retry, "countdown", None) is not None else 0
-            eta = getattr(retry, "eta", None)
-            if isinstance(eta, datetime):
-                moment = eta if eta.tzinfo else eta.replace(tzinfo=UTC)
-                countdown = (moment - datetime.now(UTC)).total_seconds()
-            new_args = getattr(retry, "new_args", None)
-            new_kwargs = getattr(retry, "new_kwargs", None)
-            reason = retry.exc if retry.exc is not None else retry
-            task.on_retry(reason, job.task_id, args, kwargs, einfo)
-            return Outcome(
-                job, RETRY, exception_to_dict(reason), einfo, max(0.0, float(countdown)),
-                json.dumps(list(new_args)) if new_args is not None else None,
-                json.dumps(dict(new_kwargs)) if new_kwargs is not None else None,
-            )
-        except Ignore:
-            status = "IGNORED"
-            return Outcome(job, FORGET)
-        except BaseException as exc:  # noqa: BLE001 - a task may raise anything
-            value, einfo = exc, tb_module.format_exc()
-            if job.terminated:
-                status = REVOKED
-                return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("terminated")))
-            try:
-                task.on_failure(exc, job.task_id, args, kwargs, einfo)
-            except Exception:
-                log.exception("on_failure handler of %s failed", job.name)
-            return Outcome(job, FAILURE, exception_to_dict(exc), einfo)
-        finally:
-            try:
-                task.after_return(status, value, job.task_id, args, kwargs, einfo)
-            except Exception:
-                log.exception("after_return handler of %s failed", job.name)
-            task.pop_request()
 
     # --- database steps ---------------------------------------------------------------------
     @property
@@ -392,7 +288,7 @@ class Worker:
         with self.lock:
             if job.in_user_code and job.thread and not job.terminated:
                 job.terminated = True
-                _raise_in_thread(job.thread, TaskRevokedError)
+                raise_in_thread(job.thread, TaskRevokedError)
                 log.info("native: terminating %s (%s)", job.name, task_id)
 
     def _limits(self, job: Held) -> tuple[float | None, float | None]:
@@ -419,7 +315,7 @@ class Worker:
                     with self.lock:
                         if job.in_user_code:
                             job.soft_sent = True
-                            _raise_in_thread(job.thread, SoftTimeLimitExceeded)
+                            raise_in_thread(job.thread, SoftTimeLimitExceeded)
                 else:
                     next_in = min(next_in, soft - elapsed)
             if hard and not job.hard_sent:
@@ -427,7 +323,7 @@ class Worker:
                     with self.lock:
                         job.hard_sent = job.abandoned = True
                         if job.in_user_code:
-                            _raise_in_thread(job.thread, TimeLimitExceeded)
+                            raise_in_thread(job.thread, TimeLimitExceeded)
                         self.running.pop(job.id, None)
                     error = TimeLimitExceeded(f"hard time limit ({hard}s) exceeded")
                     self.done.append(Outcome(job, FAILURE, exception_to_dict(error)))

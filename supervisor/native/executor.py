@@ -1,0 +1,127 @@
+"""What an executor thread does with one job: run the task with Celery's request context and
+turn however it ended (value, retry, exception, revocation) into an Outcome for the loop."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import traceback as tb_module
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from supervisor.native.exceptions import Ignore, NotRegistered, Retry, TaskRevokedError
+from supervisor.native.serial import dumps_result, exception_to_dict
+
+log = logging.getLogger("supervisor.native")
+# statuses the loop reports for an outcome
+SUCCESS, FAILURE, RETRY, REVOKED, FORGET = "SUCCESS", "FAILURE", "RETRY", "REVOKED", "FORGET"
+
+
+class Held:
+    """A job this worker holds under a lease, from claim until its finish is written."""
+
+    __slots__ = ("id", "task_id", "name", "queue", "priority", "args", "kwargs", "options",
+                 "retries", "ignore_result", "revoke", "expired", "token", "thread", "started",
+                 "in_user_code", "soft_sent", "hard_sent", "abandoned", "terminated")
+
+    def __init__(self, row: tuple, token: uuid.UUID) -> None:
+        (self.id, self.task_id, self.name, self.queue, self.priority, self.args, self.kwargs,
+         self.options, self.retries, self.ignore_result, self.revoke, self.expired, _) = row
+        self.token = token
+        self.thread: int | None = None
+        self.started = 0.0
+        self.in_user_code = False
+        self.soft_sent = self.hard_sent = self.abandoned = self.terminated = False
+
+
+class Outcome:
+    __slots__ = ("job", "status", "result", "traceback", "countdown", "args", "kwargs",
+                 "runtime")
+
+    def __init__(self, job: Held, status: str, result: Any = None, traceback: str | None = None,
+                 countdown: float = 0.0, args: str | None = None,
+                 kwargs: str | None = None) -> None:
+        self.job, self.status, self.result, self.traceback = job, status, result, traceback
+        self.countdown, self.args, self.kwargs = countdown, args, kwargs
+        self.runtime = 0.0
+
+
+def raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    """Ask CPython to raise `exc_type` in another thread at its next bytecode boundary.
+
+    A thread blocked inside a C call (sleep, socket read) only sees it once that call returns:
+    this is why time limits and terminate are best-effort with a thread pool.
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
+def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
+    """Run one job in this (executor) thread and describe how it ended; never raises."""
+    task = app.tasks.get(job.name)
+    if task is None:
+        return Outcome(job, FAILURE, exception_to_dict(NotRegistered(job.name)))
+    if job.expired:
+        return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("expired")))
+    if job.revoke:
+        return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("revoked")))
+    args, kwargs = job.args, job.kwargs
+    task.push_request(
+        id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, is_eager=False,
+        called_directly=False, hostname=hostname, task=job.name,
+        delivery_info={"routing_key": job.queue, "priority": job.priority},
+        ignore_result=job.ignore_result,
+    )
+    status, value, einfo = FAILURE, None, None
+    try:
+        try:
+            job.in_user_code = True
+            value = task(*args, **kwargs)
+        finally:
+            with lock:
+                job.in_user_code = False
+        pending = task.request.retry_request
+        if pending is not None:
+            raise pending
+        encoded = dumps_result(value)
+        status = SUCCESS
+        task.on_success(value, job.task_id, args, kwargs)
+        if job.ignore_result:
+            return Outcome(job, FORGET)
+        return Outcome(job, SUCCESS, encoded)
+    except Retry as retry:
+        status, einfo = RETRY, tb_module.format_exc()
+        countdown = retry.countdown if getattr(retry, "countdown", None) is not None else 0
+        eta = getattr(retry, "eta", None)
+        if isinstance(eta, datetime):
+            moment = eta if eta.tzinfo else eta.replace(tzinfo=UTC)
+            countdown = (moment - datetime.now(UTC)).total_seconds()
+        new_args = getattr(retry, "new_args", None)
+        new_kwargs = getattr(retry, "new_kwargs", None)
+        reason = retry.exc if retry.exc is not None else retry
+        task.on_retry(reason, job.task_id, args, kwargs, einfo)
+        return Outcome(
+            job, RETRY, exception_to_dict(reason), einfo, max(0.0, float(countdown)),
+            json.dumps(list(new_args)) if new_args is not None else None,
+            json.dumps(dict(new_kwargs)) if new_kwargs is not None else None,
+        )
+    except Ignore:
+        status = "IGNORED"
+        return Outcome(job, FORGET)
+    except BaseException as exc:  # noqa: BLE001 - a task may raise anything
+        value, einfo = exc, tb_module.format_exc()
+        if job.terminated:
+            status = REVOKED
+            return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("terminated")))
+        try:
+            task.on_failure(exc, job.task_id, args, kwargs, einfo)
+        except Exception:
+            log.exception("on_failure handler of %s failed", job.name)
+        return Outcome(job, FAILURE, exception_to_dict(exc), einfo)
+    finally:
+        try:
+            task.after_return(status, value, job.task_id, args, kwargs, einfo)
+        except Exception:
+            log.exception("after_return handler of %s failed", job.name)
+        task.pop_request()
