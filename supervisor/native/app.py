@@ -100,6 +100,7 @@ class Celery:
 
     def import_pending(self) -> None:
         """Import --include modules and autodiscovered task modules (the worker calls this)."""
+        _django_setup_if_needed()
         for module in self.include:
             importlib.import_module(module)
         pending, self._pending_autodiscover = self._pending_autodiscover, []
@@ -232,6 +233,22 @@ def shared_task(*args: Any, **options: Any) -> Any:
     if len(args) == 1 and callable(args[0]) and not options:
         return decorate(args[0])
     return decorate
+
+
+def _django_setup_if_needed() -> None:
+    """A worker started with -A on a Django project: set Django up before importing tasks,
+    as Celery does when DJANGO_SETTINGS_MODULE is set."""
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("django") is None:
+        return
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
 
 
 def _django_configured() -> bool:

@@ -16,15 +16,24 @@ from tests.conftest import ROOT, VENV_ENV, wait_for
 DJPROJ = APPS / "djproj"
 
 
-@pytest.mark.parametrize("settings", ["djproj.settings", "djproj.settings_sqlite"])
-def test_django_project(db, pg_url, start_worker, tmp_path, settings):
+MANAGE_PY = ["manage.py", "native_worker", "-c", "2"]
+DASH_M = ["-m", "supervisor.native", "worker", "-A", "djproj.celery:app", "-c", "2"]
+
+
+@pytest.mark.parametrize(("settings", "command"), [
+    ("djproj.settings", MANAGE_PY),
+    ("djproj.settings_sqlite", MANAGE_PY),
+    ("djproj.settings", DASH_M),
+])
+def test_django_project(db, pg_url, start_worker, tmp_path, settings, command):
     """Django on PostgreSQL (the enqueue joins Django's transaction on its connection) and
-    Django on SQLite with the queue on PostgreSQL (the enqueue waits for on_commit)."""
+    Django on SQLite with the queue on PostgreSQL (the enqueue waits for on_commit); the worker
+    as a management command or as `python -m supervisor.native worker -A`."""
     worker_log = tmp_path / "dj-worker.log"
     env = {**os.environ, "NATIVE_TEST_DB_URL": pg_url, "DJANGO_SQLITE_DIR": str(tmp_path),
            "PYTHONPATH": f"{DJPROJ}{os.pathsep}{ROOT}", "DJANGO_SETTINGS_MODULE": settings}
     with open(worker_log, "wb") as log:
-        worker = subprocess.Popen([sys.executable, "manage.py", "native_worker", "-c", "2"],
+        worker = subprocess.Popen([sys.executable, *command],
                                   cwd=DJPROJ, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "ready:" in worker_log.read_text(), 30,
