@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from datetime import timedelta
 from typing import Any
 
 from supervisor.native import store as sql
@@ -47,6 +48,11 @@ log = logging.getLogger("supervisor.native")
 _STOP = object()
 PREFETCH_BUDGET = 0.2  # seconds of queued work a thread may hold (adaptive prefetch)
 FLUSH_DELAY = 0.02  # longest a finished result waits to be written while threads are busy
+
+
+def _seconds(value: Any) -> float:
+    """Celery accepts durations as seconds or as timedelta."""
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _rss_kib() -> int:
@@ -274,8 +280,8 @@ class Worker:
             log.info("native: retention pruned %d succeeded and %d failed/revoked row(s)", ok, bad)
 
     def _prune_rows(self) -> tuple[int, int]:
-        return self.db.prune(float(self.app.conf.result_expires),
-                             float(self.app.conf.native_failure_expires))
+        return self.db.prune(_seconds(self.app.conf.result_expires),
+                             _seconds(self.app.conf.native_failure_expires))
 
     # --- revocation and time limits ---------------------------------------------------------
     def _revoke_local(self, task_id: str, mode: str) -> None:
