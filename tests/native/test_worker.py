@@ -347,3 +347,26 @@ def test_bad_input_is_one_line_and_exit_2(db, start_worker, tmp_path):
     worker = start_worker(env={"START_ALL_WORKER_CONCURRENCY": "lots"}, ready=False)
     assert worker.wait(20) == 2
     assert worker.output.strip() == "native: START_ALL_WORKER_CONCURRENCY='lots' is not a number"
+
+
+def test_concurrent_migrations_apply_once(db, pg_url):
+    """Four processes migrate an empty database at once: the advisory lock lets one apply the
+    schema; the others wait, then find nothing to apply."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import APPS
+
+    from tests.conftest import ROOT
+
+    db.execute("DROP SCHEMA start_all CASCADE")
+    env = {**os.environ, "NATIVE_TEST_DB_URL": pg_url, "PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}"}
+    argv = [sys.executable, "-m", "supervisor.native", "migrate", "-A", "qtasks:app"]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    outcomes = [(p.wait(60), p.stdout.read().strip(), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _, _ in outcomes), outcomes
+    said = sorted(out for _, out, _ in outcomes)
+    assert said == ["native: schema up to date (0001_initial)"] + [
+        "native: schema up to date (nothing to apply)"] * 3
