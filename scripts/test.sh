@@ -10,6 +10,15 @@ runtime=../shared/tools/container-runtime.sh
 if [ -x "$runtime" ] || [ -f "$runtime" ]; then
   eval "$(bash "$runtime")"
 fi
+# system programs some tests drive for real: a transaction-mode pooler, compose validation
+missing=()
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if ((${#missing[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "test.sh: installing ${missing[*]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 .venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest "$@"

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from supervisor import commands, profiles, resources
+from supervisor.native import use_db_queue
 from supervisor.plan import (
     ROLES,
     LogOptions,
@@ -239,14 +240,22 @@ def _check_program(name: str, command: commands.Command, line: str, path: str | 
 
 
 def build_spec(
-    name: str, line: str, settings: Settings, path: str | None, role: str | None = None
+    name: str,
+    line: str,
+    settings: Settings,
+    environ: Mapping[str, str],
+    role: str | None = None,
 ) -> ProcessSpec:
     try:
         command = commands.parse(line)
     except commands.CommandError as error:
         raise ConfigError(f"process {name!r}: {error}: {line}") from None
-    _check_program(name, command, line, path)
+    _check_program(name, command, line, environ.get("PATH"))
     profile = profiles.detect(command.program)
+    if profile.kind == "native" and not use_db_queue(environ):
+        # USE_DB_QUEUE=false: the native worker execs `celery worker -B`, whose warm shutdown
+        # has no deadline, so it needs the celery escalation
+        profile = profiles.PROFILES["celery-worker"]
     override = settings.processes.get(name) or settings.processes.get(name.lower())
     override = override or ProcessOverride()
     role = role or override.role or _role(name, profile)
@@ -301,16 +310,15 @@ def build_plan(settings: Settings, environ: Mapping[str, str]) -> Plan:
                 f"{ENV_PREFIX}PROCESSES__{name.upper()}__...: no process {name!r} "
                 f"in {source} (processes: {', '.join(lines)})"
             )
-    path = environ.get("PATH")
     release_line = lines.pop("release", None)
     release = (
-        build_spec("release", release_line, settings, path, role="release")
+        build_spec("release", release_line, settings, environ, role="release")
         if release_line
         else None
     )
     if not lines:
         raise ConfigError(f"{source}: only a release process, nothing to run after it")
-    specs = tuple(build_spec(name, line, settings, path) for name, line in lines.items())
+    specs = tuple(build_spec(name, line, settings, environ) for name, line in lines.items())
     assert all(spec.role in ROLES for spec in specs)
     if settings.check_port and any(spec.role == "web" for spec in specs):
         _check_port_free(settings.port)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 # public name -> (native module, celery module)
@@ -41,9 +42,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def use_db_queue() -> bool:
+def use_db_queue(environ: Mapping[str, str] = os.environ) -> bool:
     """False when USE_DB_QUEUE is 0/false/no/off: run on the real Celery instead."""
-    return os.environ.get("USE_DB_QUEUE", "true").strip().lower() not in (
+    return environ.get("USE_DB_QUEUE", "true").strip().lower() not in (
         "0", "false", "no", "off"
     )
 

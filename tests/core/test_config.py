@@ -205,3 +205,13 @@ def test_human_dry_run_lists_every_process(tmp_path):
 )
 def test_profile_detection(line, kind):
     assert profiles.detect(commands.parse(line).program).kind == kind
+
+
+def test_native_worker_on_real_celery_gets_the_celery_escalation(tmp_path):
+    line = "worker: python3 -m supervisor.native worker -A proj.tasks:app\n"
+    native = dry_run(tmp_path, line)["processes"][0]
+    assert (native["kind"], native["escalations"]) == ("native", [])
+    # USE_DB_QUEUE=false: the same line execs `celery worker -B` (warm shutdown, no deadline)
+    celery = dry_run(tmp_path, line, {"USE_DB_QUEUE": "false"})["processes"][0]
+    assert celery["kind"] == "celery-worker"
+    assert [e["signal"] for e in celery["escalations"]] == ["SIGQUIT"]
