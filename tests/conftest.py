@@ -175,3 +175,17 @@ def pids_alive(pids) -> list[int]:
         except FileNotFoundError:
             pass
     return alive
+
+
+@pytest.fixture
+def pg_cluster():
+    """A private PostgreSQL cluster (tests/pgcluster.py) the test may stop and start."""
+    from tests import pgcluster
+
+    need(pgcluster.available(), "PostgreSQL server binaries (initdb, pg_ctl)")
+    cluster = pgcluster.PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
