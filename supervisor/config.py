@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from supervisor import commands, profiles, resources
+from supervisor import commands, profiles, resources, roles
 from supervisor.native import use_db_queue
 from supervisor.plan import (
     ROLES,
@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     color: Literal["auto", "always", "never"] = "auto"
     check_port: bool = True
     processes: dict[str, ProcessOverride] = {}
+    only: str | None = None  # roles from one image (supervisor/roles.py)
+    release_role: str = "web"  # which container (by its --only set) runs release:
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
     # health (docs/health.md)
     health_port: int = Field(8081, ge=0, le=65535)  # 0: no TCP health server
@@ -320,10 +322,20 @@ def build_plan(settings: Settings, environ: Mapping[str, str]) -> Plan:
         raise ConfigError(f"{source}: only a release process, nothing to run after it")
     specs = tuple(build_spec(name, line, settings, environ) for name, line in lines.items())
     assert all(spec.role in ROLES for spec in specs)
+    try:
+        selection = roles.select(
+            specs, release is not None, settings.only, settings.release_role, source
+        )
+    except roles.SelectionError as error:
+        raise ConfigError(str(error)) from None
+    specs = tuple(s for s in specs if s.name in selection.names)
+    if not selection.release_here:
+        release = None
     if settings.check_port and any(spec.role == "web" for spec in specs):
         _check_port_free(settings.port)
     specs, resources_info, watch = apply_sizing(specs, settings, environ)
     health = health_options(settings, specs, watch, resources_info["memory_limit"])
+    health["only"] = list(selection.only) if selection.only else None
     child_env = health.pop("child_env")
     specs = tuple(
         replace(s, env={**s.env, **child_env, **_heartbeat_env(s, health)}) for s in specs
@@ -350,6 +362,11 @@ def build_plan(settings: Settings, environ: Mapping[str, str]) -> Plan:
         notes=tuple(notes),
         health=health,
         resources=resources_info,
+        role={
+            "only": list(selection.only) if selection.only else None,
+            "release": selection.release_here,
+            "messages": list(selection.messages),
+        },
     )
 
 

@@ -143,6 +143,7 @@ class HealthView:
                 "pid": sup["pid"],
                 "uptime": round(now_wall - sup["started_at"], 1),
                 "loop_age": round(loop_age, 3),
+                "only": self.options.get("only"),  # --only: this container's share
                 "rss": self.prober.supervisor_rss if self.prober else None,
             },
             "processes": processes,

@@ -72,3 +72,4 @@ class Plan:
     notes: tuple[str, ...] = ()  # how defaults were chosen, shown by --dry-run
     health: dict = field(default_factory=dict)  # health server and probes (config.health_options)
     resources: dict = field(default_factory=dict)  # memory/CPU limits and sizing reasons
+    role: dict = field(default_factory=dict)  # --only selection (supervisor/roles.py)

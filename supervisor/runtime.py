@@ -447,6 +447,8 @@ class Runtime:
         self._install_signals()
         self._publish()
         self._start_health()
+        for message in getattr(self.plan, "role", {}).get("messages", ()):
+            self.log.say(message)  # --only: what this container runs, and where release runs
         self.release = Child(self.plan.release) if self.plan.release else None
         if self.release is not None and not self._run_release():
             return self._finish()

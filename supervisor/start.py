@@ -36,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--procfile", "-f", type=Path, help="Procfile to run (default: ./Procfile)")
     p.add_argument("--env-file", "-e", type=Path, help="env file to load (default: ./.env)")
+    p.add_argument("--only", metavar="NAME[,NAME]",
+                   help="run only these Procfile processes, or roles web/worker "
+                   "(default: $START_ALL_ONLY, else all)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.add_argument("--no-prefix", action="store_true", help="do not prefix output lines")
@@ -72,6 +75,7 @@ def resolve(args: argparse.Namespace) -> Plan:
         procfile=args.procfile,
         log_prefix=False if args.no_prefix else None,
         log_format=args.log_format,
+        only=args.only,
         check_port=False if args.dry_run else None,
     )
     return build_plan(settings, os.environ)
@@ -87,6 +91,9 @@ def describe(plan: Plan) -> str:
         f"{r.backoff_max:g} s (reset after {r.stable_after:g} s up); "
         f"{r.crash_loop_count} exits in {r.crash_loop_window:g} s stop the container",
     ]
+    only = plan.role.get("only")
+    lines.append(f"  role: {'--only ' + ','.join(only) if only else 'all processes'}")
+    lines += [f"    {message}" for message in plan.role.get("messages", ())[1:]]
     if plan.release:
         lines.append(f"  release (runs once, first; failure aborts): {plan.release.command}")
     rows = [("PROCESS", "ROLE", "KIND", "RESTART", "REQUIRED", "STOP", "COMMAND")]
@@ -99,7 +106,7 @@ def describe(plan: Plan) -> str:
         rows.append((spec.instance, spec.role, spec.kind, spec.restart, required, stop,
                      spec.command))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
+    for row in rows if plan.processes else ():
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  " + "  ".join([*cells, row[-1]]))
     lines += [f"  note: {note}" for note in plan.notes]

@@ -48,7 +48,8 @@ def table(report: dict) -> str:
     lines = [
         f"status: {report['status']}  ready: {'yes' if report['ready'] else 'no'}  "
         f"supervisor: {sup['state']}, up {_ago(sup['uptime'])}"
-        + (f", {rss / MIB:.1f} MiB" if rss else ""),
+        + (f", {rss / MIB:.1f} MiB" if rss else "")
+        + (f", only {','.join(sup['only'])}" if sup.get("only") else ""),
     ]
     rows = [("PROCESS", "STATE", "HEALTHY", "PID", "UP", "RESTARTS", "MEMORY", "LAST EXIT",
              "PROBE")]
