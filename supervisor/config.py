@@ -1,7 +1,12 @@
-"""Settings (environment, `START_ALL_*`) and the Procfile, resolved into one frozen Plan.
+"""The plan: settings and the Procfile (or built-in defaults) resolved into one frozen Plan.
 
-Everything that can be wrong with the input is found here, before any process starts, and
-reported as a ConfigError whose message is one line naming the culprit.
+Everything that can be wrong with the input is found here or in the modules it calls, before
+any process starts, and reported as a ConfigError whose message is one line naming the
+culprit. Where things live:
+- settings.py: the START_ALL_* variables (pydantic), ConfigError;
+- procfile.py: Procfile and .env parsing;
+- sizing.py: how many web and worker processes run (at start, then from measurement);
+- this module: which processes run, how each is signalled, the health options.
 """
 
 from __future__ import annotations
@@ -17,20 +22,8 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-)
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from supervisor import commands, profiles, resources, roles
+from supervisor import commands, profiles, roles
 from supervisor.native import use_db_queue
 from supervisor.plan import (
     ROLES,
@@ -40,119 +33,17 @@ from supervisor.plan import (
     RestartPolicy,
 )
 from supervisor.procfile import ProcfileError, load_procfile
+from supervisor.settings import (  # noqa: F401  (re-exported: config.load_settings & co.)
+    ENV_PREFIX,
+    ConfigError,
+    ProcessOverride,
+    Settings,
+    known_variables,
+    load_settings,
+)
+from supervisor.sizing import apply_sizing
 
-ENV_PREFIX = "START_ALL_"
-SIGNAL_NAMES = {"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"}
 WORKER_ROLE_NAMES = {"worker", "beat", "scheduler", "qcluster", "celery", "jobs", "queue"}
-
-
-class ConfigError(ValueError):
-    """Bad input; the message is a single line naming the culprit."""
-
-
-def _signal_name(value: str) -> str:
-    name = value.strip().upper()
-    name = name if name.startswith("SIG") else f"SIG{name}"
-    if name not in SIGNAL_NAMES:
-        raise ValueError(f"unknown signal {value!r} (use one of {', '.join(sorted(SIGNAL_NAMES))})")
-    return name
-
-
-class ProcessOverride(BaseModel):
-    """Per-process settings: START_ALL_PROCESSES__<NAME>__<FIELD>=value."""
-
-    model_config = ConfigDict(extra="forbid")
-    restart: Literal["always", "on-failure", "never"] | None = None
-    required: bool | None = None
-    stop_signal: str | None = None
-    signal_target: Literal["main", "group"] | None = None
-    role: Literal["web", "worker", "other"] | None = None
-
-    _check_signal = field_validator("stop_signal")(
-        lambda cls, v: None if v is None else _signal_name(v)
-    )
-
-
-class Settings(BaseSettings):
-    """Every setting, read from the environment with the START_ALL_ prefix."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
-    )
-
-    procfile: Path | None = None
-    env_file: Path | None = None
-    worker: Literal["auto", "qcluster", "native", "celery", "none"] = "auto"
-    wsgi_app: str | None = None
-    worker_app: str | None = None
-    stop_timeout: float = Field(8.0, gt=0, le=3600)
-    backoff_initial: float = Field(1.0, ge=0)
-    backoff_max: float = Field(30.0, ge=0)
-    stable_after: float = Field(10.0, ge=0)
-    crash_loop_count: int = Field(5, ge=1)
-    crash_loop_window: float = Field(60.0, gt=0)
-    log_format: Literal["text", "json"] = "text"
-    log_prefix: bool = True
-    color: Literal["auto", "always", "never"] = "auto"
-    check_port: bool = True
-    processes: dict[str, ProcessOverride] = {}
-    only: str | None = None  # roles from one image (supervisor/roles.py)
-    release_role: str = "web"  # which container (by its --only set) runs release:
-    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
-    # health (docs/health.md)
-    health_port: int = Field(8081, ge=0, le=65535)  # 0: no TCP health server
-    health_bind: str = "0.0.0.0"
-    health_token: SecretStr | None = None  # read by PID 1 from its environment, never planned
-    health_path: str = "/healthz"  # where the $PORT middlewares answer
-    health_web_path: str | None = None  # HTTP GET probe of $PORT; unset: TCP connect
-    health_interval: float = Field(2.0, gt=0, le=300)  # web/worker probes and memory
-    health_db_interval: float = Field(30.0, gt=0, le=3600)
-    health_db_timeout: float = Field(3.0, gt=0, le=60)
-    health_socket: str | None = None  # set by the supervisor for its children
-    health_url: str | None = None  # set by the supervisor for its children
-    heartbeat_file: str | None = None  # the native worker's heartbeat (set for its children)
-    heartbeat_interval: float = Field(5.0, gt=0, le=3600)
-    # resources
-    sizing: Literal["auto", "off"] = "auto"
-    worker_concurrency: int | None = Field(None, ge=1, le=1024)
-    worker_max_rss_mb: int | None = Field(None, ge=1)
-    watchdog_share: float = Field(0.5, ge=0, le=1)  # of the memory limit; 0: no watchdog
-    watchdog_mb: int | None = Field(None, ge=1)
-
-
-def known_variables() -> set[str]:
-    return {ENV_PREFIX + name.upper() for name in Settings.model_fields if name != "port"}
-
-
-def load_settings(environ: Mapping[str, str], **overrides: object) -> Settings:
-    """Settings from `environ` (normally os.environ) plus command-line overrides."""
-    known = known_variables()
-    for key in environ:
-        upper = key.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in known:
-            if not upper.startswith(ENV_PREFIX + "PROCESSES__"):
-                raise ConfigError(f"unknown setting {key} (known: {', '.join(sorted(known))})")
-    try:
-        return _settings_from(environ, {k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as error:
-        first = error.errors()[0]
-        location = [str(part) for part in first["loc"]]
-        name = "PORT" if location == ["PORT"] else ENV_PREFIX + "__".join(location).upper()
-        given = first.get("input")
-        shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
-        raise ConfigError(f"{name}: {first['msg']}{shown}") from None
-
-
-def _settings_from(environ: Mapping[str, str], overrides: dict) -> Settings:
-    # pydantic-settings reads os.environ; swap in the mapping we were given for the duration.
-    saved, wanted = dict(os.environ), dict(environ)
-    try:
-        os.environ.clear()
-        os.environ.update(wanted)
-        return Settings(**overrides)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def default_processes(settings: Settings, environ: Mapping[str, str]) -> tuple[dict, list[str]]:
@@ -370,138 +261,7 @@ def build_plan(settings: Settings, environ: Mapping[str, str]) -> Plan:
     )
 
 
-# ----- resources and health (docs/health.md) ----------------------------------------------------
-
-WEB_KINDS = ("gunicorn", "uvicorn")
-WORKER_KINDS = ("qcluster", "celery-worker", "native")
-
-
-def _option(words: tuple[str, ...], short: str | None, long: str) -> str | None:
-    """The value of `-w 3`, `-w3`, `--workers 3` or `--workers=3` among `words`, if given."""
-    for i, word in enumerate(words):
-        if word == long or (short and word == short):
-            return words[i + 1] if i + 1 < len(words) else ""
-        if word.startswith(long + "="):
-            return word.split("=", 1)[1]
-        if short and word.startswith(short) and len(word) > len(short) and word[2:].isdigit():
-            return word[len(short):]
-    return None
-
-
-def _count(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{name}: expected a whole number >= 1 (got {value!r})")
-    return int(value)
-
-
-def _explicit_web(spec: ProcessSpec, environ: Mapping[str, str]) -> tuple[int | None, bool]:
-    """(count, set_by_user): what the user chose for the web server's processes."""
-    words = commands.parse(spec.command).program
-    value = _option(words, "-w" if spec.kind == "gunicorn" else None, "--workers")
-    if value is not None:
-        return _count(value, f"process {spec.name!r} --workers"), True
-    if spec.kind == "gunicorn":
-        cmd_args = tuple(shlex.split(environ.get("GUNICORN_CMD_ARGS", "")))
-        value = _option(cmd_args, "-w", "--workers")
-        if value is not None:
-            return _count(value, "GUNICORN_CMD_ARGS --workers"), True
-    if "WEB_CONCURRENCY" in environ:
-        return _count(environ["WEB_CONCURRENCY"], "WEB_CONCURRENCY"), True
-    return None, False
-
-
-def _explicit_worker(spec: ProcessSpec, settings: Settings) -> tuple[int | None, bool]:
-    words = commands.parse(spec.command).program
-    short = "-c" if spec.kind == "celery-worker" else None
-    value = _option(words, short, "--concurrency")
-    if value is not None:
-        return _count(value, f"process {spec.name!r} --concurrency"), True
-    if settings.worker_concurrency is not None:
-        return settings.worker_concurrency, True
-    return None, False
-
-
-def apply_sizing(
-    specs: tuple[ProcessSpec, ...], settings: Settings, environ: Mapping[str, str]
-) -> tuple[tuple[ProcessSpec, ...], dict, dict[str, int]]:
-    """Size web and worker from the memory limit and pass the counts through each tool's own
-    knob; never override what the user set. Returns the specs, the resource facts with the
-    reasoning (for --dry-run), and the watchdog thresholds per worker instance."""
-    limit, limit_source = resources.memory_limit()
-    cpus, cpu_source = resources.cpu_limit()
-    info = {
-        "memory_limit": limit,
-        "memory_source": limit_source,
-        "cpus": round(cpus, 3),
-        "cpu_source": cpu_source,
-        "sizing": settings.sizing,
-        "reasons": [],
-        "estimates_mib": dict(resources.ESTIMATES),
-    }
-    web = next((s for s in specs if s.role == "web" and s.kind in WEB_KINDS), None)
-    worker = next((s for s in specs if s.role == "worker" and s.kind in WORKER_KINDS), None)
-    if settings.sizing == "auto" and (web or worker):
-        web_n, web_set = _explicit_web(web, environ) if web else (None, False)
-        worker_n, worker_set = _explicit_worker(worker, settings) if worker else (None, False)
-        result = resources.size(
-            limit, cpus, web_n, worker_n, web is not None, worker.kind if worker else None
-        )
-        info["reasons"] = result["reasons"]
-        if not result["fits"]:
-            raise ConfigError(
-                f"the processes do not fit in memory ({limit_source}): {result['error']}; "
-                "lower WEB_CONCURRENCY / START_ALL_WORKER_CONCURRENCY, raise the limit, "
-                "or set START_ALL_SIZING=off"
-            )
-        info["web_concurrency"] = result["web"] if web else None
-        info["worker_concurrency"] = result["worker"] if worker else None
-        worker_budget = (
-            resources.ESTIMATES["worker_per_unit"] + resources.ESTIMATES["worker_base"]
-        ) * resources.MB
-        max_rss_mb = settings.worker_max_rss_mb or worker_budget // resources.MB
-        specs = tuple(
-            _with_sizing(s, web, worker, result, web_set, worker_set, max_rss_mb)
-            for s in specs
-        )
-    watch: dict[str, int] = {}
-    if settings.watchdog_share > 0 or settings.watchdog_mb:
-        threshold = (
-            settings.watchdog_mb * resources.MB
-            if settings.watchdog_mb
-            else int(limit * settings.watchdog_share)
-        )
-        watch = {s.instance: threshold for s in specs if s.role == "worker"}
-    return specs, info, watch
-
-
-def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> ProcessSpec:
-    if spec is web and not web_set:
-        # gunicorn and uvicorn both read WEB_CONCURRENCY as their default worker count
-        return replace(spec, env={**spec.env, "WEB_CONCURRENCY": str(result["web"])})
-    if spec is not worker:
-        return spec
-    env = dict(spec.env)
-    if not worker_set:
-        env["START_ALL_WORKER_CONCURRENCY"] = str(result["worker"])
-    if spec.kind == "qcluster":
-        # Q_CLUSTER lives in the user's settings: they read these (supervisor.contrib.django)
-        env.setdefault("START_ALL_WORKER_MAX_RSS_MB", str(max_rss_mb))
-        return replace(spec, env=env)
-    if spec.kind == "celery-worker":
-        words = commands.parse(spec.command).program
-        extra = []
-        if _option(words, "-c", "--concurrency") is None:
-            # also when START_ALL_WORKER_CONCURRENCY set it: celery itself does not read it
-            extra += ["--concurrency", str(result["worker"])]
-        if _option(words, None, "--max-memory-per-child") is None:
-            extra += ["--max-memory-per-child", str(max_rss_mb * 1024)]  # KiB
-        command = commands.parse(f"{spec.command} {' '.join(extra)}") if extra else None
-        if command is not None and command.execs:
-            return replace(spec, env=env, argv=command.argv, command=f"{spec.command} "
-                           f"{' '.join(extra)}")
-    return replace(spec, env=env)
+# ----- health (docs/health.md) ------------------------------------------------------------------
 
 
 def _heartbeat_env(spec: ProcessSpec, health: dict) -> dict[str, str]:

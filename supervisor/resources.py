@@ -1,5 +1,5 @@
-"""What the container may use (memory and CPU limits), what a process tree uses, and how many
-web and worker processes fit.
+"""What the container may use (memory and CPU limits) and what a process tree uses.
+How many web and worker processes fit is `sizing.py`.
 
 Standard library only: PID 1 imports this for the tree memory of its children. Measured on
 this project's machine (python -S, /proc/PID/status VmRSS): importing psutil costs PID 1
@@ -18,20 +18,6 @@ import os
 
 MB = 1024 * 1024
 UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
-
-# Per-process memory estimates (MiB) used for sizing; documented in docs/health.md.
-# Measured here (PSS): gunicorn + 1 sync worker + minimal Django ~ 56; qcluster workers=1 ~ 68
-# over 5 processes. Real applications import more than the fixtures, hence the margins.
-ESTIMATES = {
-    "supervisor": 16,  # PID 1 itself, health server on
-    "web_base": 30,  # gunicorn/uvicorn master
-    "web_per_worker": 90,  # one web worker process with a Django-sized application loaded
-    "worker_base": 60,  # qcluster main + sentinel + monitor + pusher; celery main; native main
-    "worker_per_unit": 80,  # one worker process (qcluster/celery prefork child)
-    "native_per_unit": 10,  # one more concurrent task slot in the native worker
-    "headroom_share": 0.10,  # kept free for page cache, spikes and `start-all status`
-}
-
 
 # ----- limits ------------------------------------------------------------------------------------
 
@@ -195,84 +181,3 @@ def tree_memory(pid: int) -> dict:
             pss += usage[1]
             count += 1
     return {"rss": rss, "pss": pss, "processes": count}
-
-
-# ----- sizing ------------------------------------------------------------------------------------
-
-
-def size(
-    limit: int,
-    cpus: float,
-    web: int | None,
-    worker: int | None,
-    has_web: bool,
-    worker_kind: str | None,
-    estimates: dict | None = None,
-) -> dict:
-    """How many web processes and worker units fit in `limit` bytes.
-
-    `web`/`worker` are the counts the user set (None = ours to choose). The minimum plan (one of
-    each) must fit or the plan is refused; then one more slot at a time goes to web and worker
-    in turn while memory lasts, capped by CPU (web 2*CPUs+1, the usual gunicorn rule; worker
-    2*CPUs, at least 1 and 2). Returns the counts and the reasoning lines for --dry-run.
-    """
-    e = {**ESTIMATES, **(estimates or {})}
-    per_unit = e["native_per_unit"] if worker_kind == "native" else e["worker_per_unit"]
-    mb = limit // MB
-    headroom = int(mb * e["headroom_share"])
-    budget = mb - e["supervisor"] - headroom
-    reasons = [
-        f"memory {mb} MiB - supervisor {e['supervisor']} - headroom {headroom} "
-        f"({e['headroom_share']:.0%}) = {budget} MiB for the processes",
-    ]
-    whole_cpus = max(1, int(cpus + 0.999))
-    web_cap, worker_cap = 2 * whole_cpus + 1, max(2, 2 * whole_cpus)
-    web_n = (web or 1) if has_web else 0
-    worker_n = (worker or 1) if worker_kind else 0
-
-    def cost(w: int, k: int) -> int:
-        total = (e["web_base"] + w * e["web_per_worker"]) if has_web else 0
-        if worker_kind:
-            total += e["worker_base"] + k * per_unit
-        return total
-
-    if cost(web_n, worker_n) > budget:
-        parts = []
-        if has_web:
-            parts.append(f"web {e['web_base']} + {web_n} x {e['web_per_worker']}")
-        if worker_kind:
-            parts.append(f"worker {e['worker_base']} + {worker_n} x {per_unit}")
-        return {
-            "fits": False,
-            "web": web_n,
-            "worker": worker_n,
-            "reasons": reasons,
-            "error": f"needs {cost(web_n, worker_n)} MiB ({' + '.join(parts)}) but only "
-            f"{budget} MiB of the {mb} MiB limit are available",
-        }
-    grew = True
-    while grew:
-        grew = False
-        if has_web and web is None and web_n < web_cap and cost(web_n + 1, worker_n) <= budget:
-            web_n += 1
-            grew = True
-        if (
-            worker_kind
-            and worker is None
-            and worker_n < worker_cap
-            and cost(web_n, worker_n + 1) <= budget
-        ):
-            worker_n += 1
-            grew = True
-    if has_web:
-        how = "set by you" if web is not None else f"sized; CPU cap {web_cap} for {cpus:g} CPUs"
-        reasons.append(
-            f"web: {web_n} processes x {e['web_per_worker']} + master {e['web_base']} MiB ({how})"
-        )
-    if worker_kind:
-        how = "set by you" if worker is not None else f"sized; CPU cap {worker_cap}"
-        reasons.append(
-            f"worker: concurrency {worker_n} x {per_unit} + base {e['worker_base']} MiB ({how})"
-        )
-    reasons.append(f"estimated total {cost(web_n, worker_n)} of {budget} MiB")
-    return {"fits": True, "web": web_n, "worker": worker_n, "reasons": reasons, "error": None}

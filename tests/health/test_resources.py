@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from supervisor import resources
+from supervisor import resources, sizing
 from tests.conftest import ROOT, VENV_ENV
 
 MIB = 2**20
@@ -93,7 +93,7 @@ SIZING = [
 
 @pytest.mark.parametrize(("mib", "cpus", "web", "worker", "has_web", "kind", "expected"), SIZING)
 def test_sizing_table(mib, cpus, web, worker, has_web, kind, expected):
-    result = resources.size(mib * MIB, cpus, web, worker, has_web, kind)
+    result = sizing.size(mib * MIB, cpus, web, worker, has_web, kind)
     if expected is None:
         assert not result["fits"] and "only" in result["error"]
         return

@@ -1,0 +1,319 @@
+"""How many web and worker processes run: sized from the limits at start, then from measurement.
+
+Two halves, one question ("how is concurrency sized?"):
+
+1. At start (`apply_sizing`, called while the plan is built): the memory and CPU limits
+   (`resources`) and per-process estimates (ESTIMATES) give how many web processes and worker
+   units fit (`size`). The counts reach each tool through its own knob (WEB_CONCURRENCY,
+   START_ALL_WORKER_CONCURRENCY, celery's --concurrency); what the user set is never changed.
+   Without a memory limit (a laptop, a VM) the host's RAM is not ours to fill, so the CPU count
+   caps the counts tighter.
+2. After start (`WebSizer`, run by the probe thread inside PID 1): a gunicorn whose worker count
+   we chose starts low (1 worker), and its workers' real memory (PSS) is measured. While another
+   worker fits under the memory limit (after the supervisor, the other processes and headroom)
+   and under the CPU cap, the master gets SIGTTIN, one worker at a time; when the measured
+   workers no longer fit, SIGTTOU. This half imports only the standard library (PID 1 stays
+   lean); the first half's imports are local to it.
+"""
+
+from __future__ import annotations
+
+from supervisor import resources
+
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs PID 1 2 MB
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from supervisor.plan import ProcessSpec
+    from supervisor.settings import Settings
+
+MB = resources.MB
+WEB_KINDS = ("gunicorn", "uvicorn")
+WORKER_KINDS = ("qcluster", "celery-worker", "native")
+ADAPTIVE_KINDS: tuple[str, ...] = ()  # gunicorn (SIGTTIN/SIGTTOU) once WebSizer runs
+ADAPTIVE_START = 1  # web workers an adaptive gunicorn starts with, before anything is measured
+
+# Per-process memory estimates (MiB) used for sizing at start; documented in docs/health.md.
+# Measured here (PSS): gunicorn + 1 sync worker + minimal Django ~ 56; qcluster workers=1 ~ 68
+# over 5 processes. Real applications import more than the fixtures, hence the margins; the
+# web count is then corrected from measurement (WebSizer).
+ESTIMATES = {
+    "supervisor": 16,  # PID 1 itself, health server on
+    "web_base": 30,  # gunicorn/uvicorn master
+    "web_per_worker": 90,  # one web worker process with a Django-sized application loaded
+    "worker_base": 60,  # qcluster main + sentinel + monitor + pusher; celery main; native main
+    "worker_per_unit": 80,  # one worker process (qcluster/celery prefork child)
+    "native_per_unit": 10,  # one more concurrent task slot in the native worker
+    "headroom_share": 0.10,  # kept free for page cache, spikes and `start-all status`
+}
+
+
+# ----- 1. at start: estimates ---------------------------------------------------------------------
+
+
+def cpu_caps(cpus: float, memory_bounded: bool) -> tuple[int, int]:
+    """(web, worker) most processes for `cpus`.
+
+    Under a memory limit memory is what binds, and the usual gunicorn rule applies (web
+    2*CPUs+1, worker 2*CPUs, at least 2). Without one, the CPUs are the only bound and the host
+    is shared: web CPUs+1, worker CPUs (a 2-core laptop: 3 web, 2 worker, not 5 and 4).
+    """
+    whole = max(1, int(cpus + 0.999))
+    if memory_bounded:
+        return 2 * whole + 1, max(2, 2 * whole)
+    return whole + 1, whole
+
+
+def size(
+    limit: int,
+    cpus: float,
+    web: int | None,
+    worker: int | None,
+    has_web: bool,
+    worker_kind: str | None,
+    estimates: dict | None = None,
+    memory_bounded: bool = True,
+) -> dict:
+    """How many web processes and worker units fit in `limit` bytes.
+
+    `web`/`worker` are the counts the user set (None = ours to choose). The minimum plan (one of
+    each) must fit or the plan is refused; then one more slot at a time goes to web and worker
+    in turn while memory lasts, capped by CPU (`cpu_caps`). Returns the counts and the
+    reasoning lines for --dry-run.
+    """
+    e = {**ESTIMATES, **(estimates or {})}
+    per_unit = e["native_per_unit"] if worker_kind == "native" else e["worker_per_unit"]
+    mb = limit // MB
+    headroom = int(mb * e["headroom_share"])
+    budget = mb - e["supervisor"] - headroom
+    reasons = [
+        f"memory {mb} MiB - supervisor {e['supervisor']} - headroom {headroom} "
+        f"({e['headroom_share']:.0%}) = {budget} MiB for the processes",
+    ]
+    web_cap, worker_cap = cpu_caps(cpus, memory_bounded)
+    web_n = (web or 1) if has_web else 0
+    worker_n = (worker or 1) if worker_kind else 0
+
+    def cost(w: int, k: int) -> int:
+        total = (e["web_base"] + w * e["web_per_worker"]) if has_web else 0
+        if worker_kind:
+            total += e["worker_base"] + k * per_unit
+        return total
+
+    if cost(web_n, worker_n) > budget:
+        parts = []
+        if has_web:
+            parts.append(f"web {e['web_base']} + {web_n} x {e['web_per_worker']}")
+        if worker_kind:
+            parts.append(f"worker {e['worker_base']} + {worker_n} x {per_unit}")
+        return {
+            "fits": False,
+            "web": web_n,
+            "worker": worker_n,
+            "reasons": reasons,
+            "error": f"needs {cost(web_n, worker_n)} MiB ({' + '.join(parts)}) but only "
+            f"{budget} MiB of the {mb} MiB limit are available",
+        }
+    grew = True
+    while grew:
+        grew = False
+        if has_web and web is None and web_n < web_cap and cost(web_n + 1, worker_n) <= budget:
+            web_n += 1
+            grew = True
+        if (
+            worker_kind
+            and worker is None
+            and worker_n < worker_cap
+            and cost(web_n, worker_n + 1) <= budget
+        ):
+            worker_n += 1
+            grew = True
+    cap_rule = "" if memory_bounded else ", no memory limit"
+    if has_web:
+        how = (
+            "set by you"
+            if web is not None
+            else f"sized; CPU cap {web_cap} for {cpus:g} CPUs{cap_rule}"
+        )
+        reasons.append(
+            f"web: {web_n} processes x {e['web_per_worker']} + master {e['web_base']} MiB ({how})"
+        )
+    if worker_kind:
+        how = "set by you" if worker is not None else f"sized; CPU cap {worker_cap}{cap_rule}"
+        reasons.append(
+            f"worker: concurrency {worker_n} x {per_unit} + base {e['worker_base']} MiB ({how})"
+        )
+    reasons.append(f"estimated total {cost(web_n, worker_n)} of {budget} MiB")
+    return {
+        "fits": True,
+        "web": web_n,
+        "worker": worker_n,
+        "reasons": reasons,
+        "error": None,
+        "worker_mib": (e["worker_base"] + worker_n * per_unit) if worker_kind else 0,
+    }
+
+
+# ----- 1. at start: the user's counts and each tool's knob ----------------------------------------
+
+
+def _option(words: tuple[str, ...], short: str | None, long: str) -> str | None:
+    """The value of `-w 3`, `-w3`, `--workers 3` or `--workers=3` among `words`, if given."""
+    for i, word in enumerate(words):
+        if word == long or (short and word == short):
+            return words[i + 1] if i + 1 < len(words) else ""
+        if word.startswith(long + "="):
+            return word.split("=", 1)[1]
+        if short and word.startswith(short) and len(word) > len(short) and word[2:].isdigit():
+            return word[len(short):]
+    return None
+
+
+def _count(value: str | None, name: str) -> int | None:
+    from supervisor.settings import ConfigError
+
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{name}: expected a whole number >= 1 (got {value[:40]!r})")
+    return int(value)
+
+
+def _explicit_web(spec: ProcessSpec, environ: Mapping[str, str]) -> tuple[int | None, bool]:
+    """(count, set_by_user): what the user chose for the web server's processes."""
+    import shlex
+
+    from supervisor import commands
+
+    # gunicorn and uvicorn read WEB_CONCURRENCY even when -w wins: a bad value crashes them
+    from_env = _count(environ["WEB_CONCURRENCY"], "WEB_CONCURRENCY") if (
+        "WEB_CONCURRENCY" in environ) else None
+    words = commands.parse(spec.command).program
+    value = _option(words, "-w" if spec.kind == "gunicorn" else None, "--workers")
+    if value is not None:
+        return _count(value, f"process {spec.name!r} --workers"), True
+    if spec.kind == "gunicorn":
+        cmd_args = tuple(shlex.split(environ.get("GUNICORN_CMD_ARGS", "")))
+        value = _option(cmd_args, "-w", "--workers")
+        if value is not None:
+            return _count(value, "GUNICORN_CMD_ARGS --workers"), True
+    if from_env is not None:
+        return from_env, True
+    return None, False
+
+
+def _explicit_worker(spec: ProcessSpec, settings: Settings) -> tuple[int | None, bool]:
+    from supervisor import commands
+
+    words = commands.parse(spec.command).program
+    short = "-c" if spec.kind == "celery-worker" else None
+    value = _option(words, short, "--concurrency")
+    if value is not None:
+        return _count(value, f"process {spec.name!r} --concurrency"), True
+    if settings.worker_concurrency is not None:
+        return settings.worker_concurrency, True
+    return None, False
+
+
+def apply_sizing(
+    specs: tuple[ProcessSpec, ...], settings: Settings, environ: Mapping[str, str]
+) -> tuple[tuple[ProcessSpec, ...], dict, dict[str, int]]:
+    """Size web and worker from the memory limit and pass the counts through each tool's own
+    knob; never override what the user set. Returns the specs, the resource facts with the
+    reasoning (for --dry-run and the WebSizer), and the watchdog thresholds per worker."""
+    from supervisor.settings import ConfigError
+
+    limit, limit_source = resources.memory_limit()
+    cpus, cpu_source = resources.cpu_limit()
+    bounded = limit_source.startswith("cgroup")
+    info = {
+        "memory_limit": limit,
+        "memory_source": limit_source,
+        "memory_bounded": bounded,
+        "cpus": round(cpus, 3),
+        "cpu_source": cpu_source,
+        "sizing": settings.sizing,
+        "reasons": [],
+        "estimates_mib": dict(ESTIMATES),
+        "adaptive": None,
+    }
+    web = next((s for s in specs if s.role == "web" and s.kind in WEB_KINDS), None)
+    worker = next((s for s in specs if s.role == "worker" and s.kind in WORKER_KINDS), None)
+    if settings.sizing == "auto" and (web or worker):
+        web_n, web_set = _explicit_web(web, environ) if web else (None, False)
+        worker_n, worker_set = _explicit_worker(worker, settings) if worker else (None, False)
+        result = size(
+            limit, cpus, web_n, worker_n, web is not None, worker.kind if worker else None,
+            memory_bounded=bounded,
+        )
+        info["reasons"] = result["reasons"]
+        if not result["fits"]:
+            raise ConfigError(
+                f"the processes do not fit in memory ({limit_source}): {result['error']}; "
+                "lower WEB_CONCURRENCY / START_ALL_WORKER_CONCURRENCY, raise the limit, "
+                "or set START_ALL_SIZING=off"
+            )
+        info["web_concurrency"] = result["web"] if web else None
+        info["worker_concurrency"] = result["worker"] if worker else None
+        if web is not None and not web_set and web.kind in ADAPTIVE_KINDS:
+            start = min(ADAPTIVE_START, result["web"])
+            info["adaptive"] = {
+                "instance": web.instance,
+                "start": start,
+                "max": cpu_caps(cpus, bounded)[0],
+                "limit": limit,
+                "headroom_share": ESTIMATES["headroom_share"],
+                "reserve": result["worker_mib"] * MB,  # the worker's estimate, until measured
+            }
+            info["reasons"].append(
+                f"web: starts with {start}, then grows to at most {info['adaptive']['max']} "
+                "while the measured workers fit (SIGTTIN/SIGTTOU)"
+            )
+            result = {**result, "web": start}
+        worker_budget = (ESTIMATES["worker_per_unit"] + ESTIMATES["worker_base"]) * MB
+        max_rss_mb = settings.worker_max_rss_mb or worker_budget // MB
+        specs = tuple(
+            _with_sizing(s, web, worker, result, web_set, worker_set, max_rss_mb)
+            for s in specs
+        )
+    watch: dict[str, int] = {}
+    if settings.watchdog_share > 0 or settings.watchdog_mb:
+        threshold = (
+            settings.watchdog_mb * MB
+            if settings.watchdog_mb
+            else int(limit * settings.watchdog_share)
+        )
+        watch = {s.instance: threshold for s in specs if s.role == "worker"}
+    return specs, info, watch
+
+
+def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> ProcessSpec:
+    from dataclasses import replace
+
+    from supervisor import commands
+
+    if spec is web and not web_set:
+        # gunicorn and uvicorn both read WEB_CONCURRENCY as their default worker count
+        return replace(spec, env={**spec.env, "WEB_CONCURRENCY": str(result["web"])})
+    if spec is not worker:
+        return spec
+    env = dict(spec.env)
+    if not worker_set:
+        env["START_ALL_WORKER_CONCURRENCY"] = str(result["worker"])
+    if spec.kind == "qcluster":
+        # Q_CLUSTER lives in the user's settings: they read these (supervisor.contrib.django)
+        env.setdefault("START_ALL_WORKER_MAX_RSS_MB", str(max_rss_mb))
+        return replace(spec, env=env)
+    if spec.kind == "celery-worker":
+        words = commands.parse(spec.command).program
+        extra = []
+        if _option(words, "-c", "--concurrency") is None:
+            # also when START_ALL_WORKER_CONCURRENCY set it: celery itself does not read it
+            extra += ["--concurrency", str(result["worker"])]
+        if _option(words, None, "--max-memory-per-child") is None:
+            extra += ["--max-memory-per-child", str(max_rss_mb * 1024)]  # KiB
+        command = commands.parse(f"{spec.command} {' '.join(extra)}") if extra else None
+        if command is not None and command.execs:
+            return replace(spec, env=env, argv=command.argv, command=f"{spec.command} "
+                           f"{' '.join(extra)}")
+    return replace(spec, env=env)
