@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor import commands, profiles
-from supervisor.kit import dburl
+from supervisor.kit import dburl, platforms
 from supervisor.kit.init import SETTINGS_IN_MANAGE
 from supervisor.procfile import ProcfileError, load_env_file, load_procfile
 
@@ -345,6 +345,8 @@ def check_database_url(url: str, processes: list[Process]) -> list[Finding]:
         return [Finding("ok", "DATABASE_URL not set (SQLite or the settings' own database)")]
     parsed = dburl.parse(url)
     findings = [Finding("ok", f"DATABASE_URL: {parsed.redacted}")]
+    if platforms.is_supabase(parsed.host):
+        findings.append(Finding("warning", platforms.SUPABASE_PAUSE))
     if parsed.host.startswith("db.") and parsed.host.endswith(".supabase.co"):
         findings.append(
             Finding(
@@ -389,6 +391,7 @@ def diagnose(project: Path, environ: dict[str, str]) -> list[Finding]:
             findings.append(Finding("ok", f"Django settings: {module}"))
             findings += check_django(settings, processes)
     findings += check_database_url(environ.get("DATABASE_URL", ""), processes)
+    findings += [Finding(*finding) for finding in platforms.check(project, environ)]
     return findings
 
 
