@@ -88,10 +88,13 @@ class HealthView:
             probe = probes.get(p["name"])
             running = p["state"] == "running"
             healthy = running and (probe is None or probe["ok"] is not False)
-            is_ready = running and p["started_at"] is not None and (
+            # up but its database is not (heartbeat), or waiting out the outage to restart
+            waiting = bool(probe and probe.get("degraded")) or p.get("waiting") == "database"
+            is_ready = running and p["started_at"] is not None and not waiting and (
                 ready_since.get(p["name"]) == p["started_at"]
             )
-            if p["required"] and not p.get("restarting"):
+            degraded |= waiting
+            if p["required"] and not p.get("restarting") and not waiting:
                 failing |= not healthy
                 ready &= is_ready
             else:  # optional, or draining for a restart we asked for: not a reason to 503

@@ -61,6 +61,8 @@ class Child:
         self.restart_requested: str | None = None
         self.escalations: list[tuple[float, str]] = []  # (monotonic time, signal name)
         self.kill_at: float | None = None
+        self.waiting_for: str | None = None  # "database": in backoff until the database is back
+        self.verify_since = 0.0  # "database-check": monotonic time we asked for a fresh check
 
     @property
     def alive(self) -> bool:
@@ -90,6 +92,7 @@ class Runtime:
         self.release: Child | None = None
         self.health = None  # supervisor.health.HealthServer, when enabled
         self.prober = None
+        self.awaiting_database = False  # a crash-looping worker waits for a fresh database check
 
     # ----- public, thread-safe -------------------------------------------------------------
 
@@ -166,6 +169,7 @@ class Runtime:
         child.started_at = time.monotonic()
         child.started_wall = time.time()
         child.next_start = None
+        child.waiting_for = None
         self.log.say(f"{child.name} started (pid {pid}): {child.spec.command}")
         self._publish()
 
@@ -271,13 +275,74 @@ class Runtime:
         policy = child.spec.restart
         return policy == "always" or (policy == "on-failure" and code != 0)
 
+    def database_down(self) -> bool:
+        """The database check fails now: a worker's exit is its dependency's fault."""
+        prober = self.prober
+        database = prober.database if prober is not None else None
+        return bool(database) and database["ok"] is False
+
+    def _ask_database(self, child: Child, now: float) -> bool:
+        """Before a give-up: a worker often notices an outage before the check does. Ask for a
+        fresh check and decide on its answer (in _timers); False when there is nothing to ask."""
+        prober = self.prober
+        if prober is None or not prober.database_enabled or child.spec.role == "web":
+            return False
+        child.state = "backoff"
+        child.waiting_for = "database-check"
+        child.verify_since = now
+        child.next_start = now + float(self.plan.health.get("db_timeout", 3.0)) + 3.0
+        self.awaiting_database = True
+        prober.check_database_now()
+        self.log.say(f"{child.name} exited {len(child.exits)} times in "
+                     f"{self.plan.restart.crash_loop_window:g} s: checking the database "
+                     "before giving up")
+        return True
+
+    def _database_verdict(self, child: Child, now: float) -> None:
+        """A crash-looping worker waits for a database check newer than its last exit."""
+        prober = self.prober
+        fresh = prober.database_at >= child.verify_since and prober.database is not None
+        if not fresh and now < child.next_start:
+            return
+        self.awaiting_database = any(c.waiting_for == "database-check" and c is not child
+                                     for c in self.children)
+        child.waiting_for = None
+        if fresh and prober.database["ok"] is False:
+            child.exits.clear()  # those exits were the outage's, not the worker's
+            child.next_start = None
+            self._schedule_restart(child, 1, 0.0, now)
+            return
+        child.state = "fatal"
+        child.next_start = None
+        self.log.say(f"{child.name} exited {len(child.exits)} times in "
+                     f"{self.plan.restart.crash_loop_window:g} s and the database is fine: "
+                     "giving up, stopping all")
+        code = child.last_exit["code"] if child.last_exit else 1
+        self._fatal(code or 1)
+
     def _schedule_restart(self, child: Child, code: int, ran: float, now: float) -> None:
         policy = self.plan.restart
         if ran >= policy.stable_after:
             child.backoff_level = 0
+        if child.spec.role != "web" and self.database_down():
+            # "My dependency is down", not "I am broken": no crash-loop count and no give-up,
+            # capped backoff, and a restart as soon as the database check passes again.
+            level = child.backoff_level
+            delay = min(policy.backoff_max, policy.backoff_initial * 2 ** level)
+            child.backoff_level += 1
+            child.restarts += 1
+            child.state = "backoff"
+            child.waiting_for = "database"
+            child.next_start = now + delay
+            self.log.say(f"{child.name} exited while the database check fails: restarting "
+                         f"in {delay:g} s or when the database is back (restart "
+                         f"#{child.restarts}, not counted as a crash)")
+            return
         child.exits.append(now)
         while child.exits and now - child.exits[0] > policy.crash_loop_window:
             child.exits.popleft()
+        if len(child.exits) >= policy.crash_loop_count and self._ask_database(child, now):
+            return
         if len(child.exits) >= policy.crash_loop_count:
             child.state = "fatal"
             self.log.say(
@@ -389,7 +454,11 @@ class Runtime:
         """Run what is due; return the time of the next due item."""
         upcoming: list[float] = []
         for child in self.children + self._release_list():
+            if child.waiting_for == "database-check" and self.state != "stopping":
+                self._database_verdict(child, now)
             if child.next_start is not None and self.state != "stopping":
+                if child.waiting_for == "database" and not self.database_down():
+                    child.next_start = now  # it is back: no need to wait out the backoff
                 if now >= child.next_start:
                     self._spawn(child)
                 else:
@@ -532,6 +601,7 @@ class Runtime:
                     "last_exit": child.last_exit,
                     "required": child.spec.required,
                     "restarting": child.restart_requested is not None,  # asked, e.g. watchdog
+                    "waiting": child.waiting_for,  # "database": an outage, not a crash
                 }
             )
         self._base_snapshot = {

@@ -26,7 +26,7 @@ def run_probe(url: str, timeout: float) -> tuple[str, float]:
              "START_ALL_DB_TIMEOUT": str(timeout)},
         capture_output=True, text=True, timeout=30,
     )
-    return result.stdout.strip(), time.monotonic() - started
+    return result.stdout.strip().splitlines()[0], time.monotonic() - started
 
 
 def test_probe_child_against_a_closed_port_and_the_real_postgres():

@@ -1,0 +1,91 @@
+"""A database that goes away and comes back, on a private cluster (never the shared server):
+the check follows it within seconds, the web stays up and a worker that exits meanwhile is
+waiting for its dependency, not crash-looping."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from supervisor.probes import heartbeat_probe
+from tests.health.conftest import GUNICORN, health, process, request, wait_health
+
+
+def _db_ok(report: dict):
+    return report["checks"].get("database", {}).get("ok")
+
+
+def test_database_check_follows_outages_within_three_seconds(run_supervisor, henv, pg_cluster):
+    henv["DATABASE_URL"] = pg_cluster.url()
+    sup = run_supervisor(f"web: {GUNICORN}\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    wait_health(hport, lambda c, r: r["ready"], what="ready with the database")
+    for _ in range(3):
+        stopped = time.monotonic()
+        pg_cluster.stop()
+        code, report = wait_health(hport, lambda c, r: _db_ok(r) is False, timeout=10,
+                                   what="database reported down")
+        down_after = time.monotonic() - stopped
+        assert code == 200 and report["status"] == "degraded"
+        assert request(hport, "/readyz")[0] == 503
+        started = time.monotonic()
+        pg_cluster.start()
+        code, report = wait_health(hport, lambda c, r: r["ready"], timeout=10,
+                                   what="database reported back")
+        up_after = time.monotonic() - started
+        assert code == 200 and report["status"] == "ok"
+        assert down_after < 3 and up_after < 3, (down_after, up_after)
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0
+
+
+def test_a_worker_exiting_during_an_outage_waits_instead_of_crash_looping(
+        run_supervisor, henv, pg_cluster, tmp_path):
+    # a worker that cannot live without its database: exits 1 as soon as it is down
+    (tmp_path / "needs_db.sh").write_text(
+        f"while pg_isready -q -h 127.0.0.1 -p {pg_cluster.port}; do sleep 0.2; done\nexit 1\n")
+    henv |= {"DATABASE_URL": pg_cluster.url(), "START_ALL_CRASH_LOOP_COUNT": "3",
+             "START_ALL_CRASH_LOOP_WINDOW": "60", "START_ALL_BACKOFF_INITIAL": "0.2",
+             "START_ALL_BACKOFF_MAX": "1", "PATH": f"{pg_cluster.bindir}:/usr/bin:/bin"}
+    sup = run_supervisor(f"web: {GUNICORN}\nworker: sh {tmp_path}/needs_db.sh\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    wait_health(hport, lambda c, r: r["ready"], what="ready")
+    pg_cluster.stop()
+    wait_health(hport, lambda c, r: _db_ok(r) is False, timeout=10, what="database down")
+    sup.wait_line(r"worker\.1 exited while the database check fails", timeout=10)
+    # more exits than the crash-loop count, and still up: backoff, never a give-up
+    sup.wait_line(r"worker\.1 exited with code 1", count=5, timeout=20)
+    code, report = health(hport)
+    assert sup.proc.poll() is None and "stopping all" not in sup.output
+    assert code == 200 and report["status"] == "degraded"
+    worker = process(report, "worker.1")
+    assert worker["state"] in ("backoff", "running", "starting")
+    pg_cluster.start()
+    back = time.monotonic()
+    code, report = wait_health(hport, lambda c, r: r["ready"], timeout=10, what="all back")
+    assert time.monotonic() - back < 5  # restarted when the check passed, not after backoff
+    assert process(report, "worker.1")["state"] == "running"
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0
+
+
+def test_the_same_exits_with_the_database_up_are_a_crash_loop(run_supervisor, henv,
+                                                               pg_cluster):
+    henv |= {"DATABASE_URL": pg_cluster.url(), "START_ALL_CRASH_LOOP_COUNT": "3",
+             "START_ALL_BACKOFF_INITIAL": "0.1", "START_ALL_BACKOFF_MAX": "0.2"}
+    sup = run_supervisor(f"web: {GUNICORN}\nworker: sh -c 'sleep 0.3; exit 1'\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    wait_health(hport, lambda c, r: _db_ok(r) is True, what="database ok")
+    assert sup.wait(30) == 1
+    assert "giving up, stopping all" in sup.output
+
+
+def test_heartbeat_saying_database_unreachable_is_alive_not_failing(tmp_path):
+    beat = tmp_path / "heartbeat"
+    now = time.time()
+    beat.write_text("database-unreachable since 12 s\n")
+    ok, detail = heartbeat_probe(str(beat), 5, now - 100, now + 1)
+    assert ok is True and detail.startswith("database unreachable")
+    beat.write_text("ok\n")
+    ok, detail = heartbeat_probe(str(beat), 5, now - 100, now + 1)
+    assert ok is True and detail.startswith("last heartbeat")
