@@ -32,7 +32,7 @@ from supervisor.plan import (
     ProcessSpec,
     RestartPolicy,
 )
-from supervisor.procfile import ProcfileError, load_procfile
+from supervisor.procfile import MAX_ARG, ProcfileError, load_procfile
 from supervisor.settings import (  # noqa: F401  (re-exported: config.load_settings & co.)
     ENV_PREFIX,
     ConfigError,
@@ -132,6 +132,25 @@ def _check_program(name: str, command: commands.Command, line: str, path: str | 
         raise ConfigError(f"process {name!r}: file not found: {script[0]}")
 
 
+def check_exec_size(what: str, argv: tuple[str, ...], environ: Mapping[str, str]) -> None:
+    """What exec would refuse with E2BIG, refused now with a line naming the culprit."""
+    for arg in argv:
+        if len(arg.encode()) > MAX_ARG:
+            raise ConfigError(f"{what}: the command is {len(arg.encode())} bytes; at most "
+                              f"{MAX_ARG} (Linux MAX_ARG_STRLEN): put it in a script")
+    total = sum(len(a.encode()) + 1 + 8 for a in argv)
+    for key, value in environ.items():
+        size = len(key.encode()) + len(value.encode()) + 2
+        if size > MAX_ARG:
+            raise ConfigError(f"environment variable {key[:60]} is {size} bytes; at most "
+                              f"{MAX_ARG} (Linux MAX_ARG_STRLEN)")
+        total += size + 8
+    limit = os.sysconf("SC_ARG_MAX") - 4096  # the children get a few variables more
+    if total > limit:
+        raise ConfigError(f"{what}: command and environment are {total} bytes; at most "
+                          f"{limit} (ARG_MAX)")
+
+
 def build_spec(
     name: str,
     line: str,
@@ -143,6 +162,7 @@ def build_spec(
         command = commands.parse(line)
     except commands.CommandError as error:
         raise ConfigError(f"process {name!r}: {error}: {line}") from None
+    check_exec_size(f"process {name!r}", command.argv, environ)
     _check_program(name, command, line, environ.get("PATH"))
     profile = profiles.detect(command.program)
     if profile.kind == "native" and not use_db_queue(environ):

@@ -6,9 +6,17 @@ so every non-blank, non-comment line must be a `name: command` line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from honcho.environ import PROCFILE_LINE, parse, parse_procfile
+
+# Linux refuses to exec an argument or an environment entry longer than this (MAX_ARG_STRLEN,
+# 32 pages): a longer command line would crash-loop on E2BIG ("Argument list too long").
+MAX_ARG = 32 * 4096 - 1
+MAX_FILE = 1024 * 1024  # a Procfile or .env beyond this is not a configuration file
+MAX_PROCESSES = 100
+ENV_LINE = re.compile(r"^\s*(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=")
 
 
 class ProcfileError(ValueError):
@@ -17,6 +25,9 @@ class ProcfileError(ValueError):
 
 def _read(path: Path, what: str) -> str:
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE:
+            raise ProcfileError(f"{what} {path} is {size} bytes; at most {MAX_FILE} are read")
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ProcfileError(f"{what} not found: {path}") from None
@@ -27,10 +38,23 @@ def _read(path: Path, what: str) -> str:
 def load_procfile(path: Path) -> dict[str, str]:
     """Process name -> command line, in file order."""
     text = _read(path, "Procfile")
+    count = 0
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
-        if stripped and not stripped.startswith("#") and not PROCFILE_LINE.match(line):
-            raise ProcfileError(f"{path}:{number}: expected 'name: command', got {stripped!r}")
+        if not stripped or stripped.startswith("#"):
+            continue
+        if len(line.encode()) > MAX_ARG - len("exec "):
+            raise ProcfileError(
+                f"{path}:{number}: the line is {len(line.encode())} bytes; a command may be at "
+                f"most {MAX_ARG - len('exec ')} (Linux MAX_ARG_STRLEN): put it in a script"
+            )
+        if not PROCFILE_LINE.match(line):
+            raise ProcfileError(
+                f"{path}:{number}: expected 'name: command', got {_cut(stripped)!r}"
+            )
+        count += 1
+    if count > MAX_PROCESSES:
+        raise ProcfileError(f"{path}: {count} processes; at most {MAX_PROCESSES}")
     try:
         processes = dict(parse_procfile(text).processes)
     except AssertionError:  # honcho asserts that names are unique
@@ -49,10 +73,37 @@ def load_procfile(path: Path) -> dict[str, str]:
     return processes
 
 
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
 def load_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines (shell quoting allowed), as honcho and foreman read them."""
+    """KEY=value lines (shell quoting allowed), as honcho and foreman read them.
+
+    honcho skips lines it cannot read; here each one is an error naming its line, since a
+    skipped `SECRET_KEY value` would start the app without it. Values are never shown."""
     text = _read(path, "env file")
+    empty, lines = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        lines.append(line)
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if len(line.encode()) > MAX_ARG:
+            raise ProcfileError(
+                f"{path}:{number}: the line is {len(line.encode())} bytes; a variable may be at "
+                f"most {MAX_ARG} (Linux MAX_ARG_STRLEN)"
+            )
+        match = ENV_LINE.match(line)
+        if not match:  # the line itself is never shown: it may be a pasted secret
+            why = "a name before '=' (letters, digits, _)" if "=" in line else "no '='"
+            raise ProcfileError(f"{path}:{number}: expected KEY=value, this line has {why}")
+        if match.group(1):  # `export KEY=value`, as a shell would read it
+            lines[-1] = line[match.end(1):]
+        if not stripped.split("=", 1)[1].strip():
+            empty.append(match.group(0).rstrip("= \t").split()[-1])  # honcho drops KEY=
     try:
-        return parse(text)
+        values = parse("\n".join(lines))
     except ValueError as error:  # shlex: unbalanced quotes
         raise ProcfileError(f"{path}: {error}") from None
+    return {**dict.fromkeys(empty, ""), **values}

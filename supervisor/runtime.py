@@ -28,6 +28,10 @@ HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.
 # Restored to default in children: Python ignores SIGPIPE/SIGXFSZ and the child would inherit it.
 CHILD_DEFAULT_SIGNALS = (*HANDLED, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGUSR1, signal.SIGUSR2)
 WAKE_REQUEST = b"\0"  # written to the wake-up pipe by other threads (not a signal number)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+# The same stop signal again this soon is one stop, not "stop now": GNU `timeout` sends SIGTERM
+# to its child and then to its whole group, and a platform may signal both the pid and the group.
+REPEAT_WINDOW = 0.1
 
 
 def exit_code_of(status: int) -> int:
@@ -83,6 +87,7 @@ class Runtime:
         self.selector = selectors.DefaultSelector()
         self.state = "starting"
         self.stop_deadline: float | None = None
+        self.stop_signal: tuple[int, float] | None = None  # (signum, monotonic) of the first
         self.exit_code = 0
         self.requests: deque[tuple[str, str]] = deque()
         self.started_wall = time.time()
@@ -130,6 +135,9 @@ class Runtime:
         for signum in HANDLED:
             signal.siginterrupt(signum, False)
         self.selector.register(read_fd, selectors.EVENT_READ, None)
+        # `start-all` held these from its first instruction (cli.HELD_SIGNALS); one that came
+        # while it was validating is delivered now, to the handler above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         return read_fd
 
     # ----- process control -----------------------------------------------------------------
@@ -398,12 +406,19 @@ class Runtime:
                     self.log.say(f"SIGHUP: forwarding {child.spec.reload_signal} to {child.name}")
                     self._send(child, child.spec.reload_signal)
             return
+        now = time.monotonic()
         if self.state == "stopping":
-            if signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            first = self.stop_signal
+            if first and first[0] == signum and now - first[1] < REPEAT_WINDOW:
+                self.log.say(f"{name} repeated within {REPEAT_WINDOW:g} s: counted once")
+                return
+            if signum in STOP_SIGNALS:
                 self.log.say(f"{name} again while stopping: killing everything now")
                 for child in self.children + self._release_list():
                     self._kill_group(child, "second stop signal")
             return
+        if signum in STOP_SIGNALS:
+            self.stop_signal = (signum, now)
         # SIGINT (Fly's default, Ctrl-C) is a graceful stop too, not gunicorn's quick one.
         self._begin_stop(f"received {name}", quick=signum == signal.SIGQUIT)
 
@@ -515,6 +530,9 @@ class Runtime:
         """Supervise until a stop; returns the container's exit code."""
         self._install_signals()
         self._publish()
+        self._turn(0)  # a stop signal held while `start-all` validated: nothing starts at all
+        if self.state == "stopping":
+            return self._finish()
         self._start_health()
         for message in getattr(self.plan, "role", {}).get("messages", ()):
             self.log.say(message)  # --only: what this container runs, and where release runs

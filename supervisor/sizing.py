@@ -239,6 +239,8 @@ def apply_sizing(
     }
     web = next((s for s in specs if s.role == "web" and s.kind in WEB_KINDS), None)
     worker = next((s for s in specs if s.role == "worker" and s.kind in WORKER_KINDS), None)
+    if web is not None and "WEB_CONCURRENCY" in environ:  # read by them even with -w, sizing off
+        _count(environ["WEB_CONCURRENCY"], "WEB_CONCURRENCY")
     if settings.sizing == "auto" and (web or worker):
         web_n, web_set = _explicit_web(web, environ) if web else (None, False)
         worker_n, worker_set = _explicit_worker(worker, settings) if worker else (None, False)

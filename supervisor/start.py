@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from supervisor import __version__
+from supervisor.cli import SUBCOMMANDS
 from supervisor.config import ConfigError, build_plan, load_settings
 from supervisor.plan import Plan
 from supervisor.procfile import ProcfileError, load_env_file
@@ -32,7 +33,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="start-all",
         description="Run a web server and its worker in one container, as a proper PID 1.",
-        epilog="Subcommands: status, init, check, migrate (start-all SUBCOMMAND --help).",
+        epilog="subcommands (start-all SUBCOMMAND --help):\n" + "\n".join(
+            f"  {name:<10} {about}" for name, (_, about) in SUBCOMMANDS.items()
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--procfile", "-f", type=Path, help="Procfile to run (default: ./Procfile)")
     p.add_argument("--env-file", "-e", type=Path, help="env file to load (default: ./.env)")
