@@ -27,6 +27,7 @@ _EXPORTS = {
     "GroupResult": ("supervisor.native.result", "celery.result"),
     "crontab": ("supervisor.native.schedules", "celery.schedules"),
     "states": ("supervisor.native", "celery"),
+    "signals": ("supervisor.native", "celery"),
     "MaxRetriesExceededError": ("supervisor.native.exceptions", "celery.exceptions"),
     "Retry": ("supervisor.native.exceptions", "celery.exceptions"),
     "Ignore": ("supervisor.native.exceptions", "celery.exceptions"),
@@ -56,6 +57,8 @@ def __getattr__(name: str) -> Any:
     if name == "states":
         module = "celery.states" if not use_db_queue() else "supervisor.native.states"
         return importlib.import_module(module)
+    if name == "signals":
+        return importlib.import_module("supervisor.native.signals")
     if name == "WorkerLostError" and not use_db_queue():
         return importlib.import_module("billiard.exceptions").WorkerLostError
     return getattr(importlib.import_module(native if use_db_queue() else celery), name)

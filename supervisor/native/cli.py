@@ -27,6 +27,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser, app_required: bool) ->
     parser.add_argument("-c", "--concurrency", type=int, default=None,
                         help="executor threads (default: START_ALL_WORKER_CONCURRENCY, "
                              "worker_concurrency, else 4)")
+    parser.add_argument("-P", "--pool", default=None,
+                        help="threads or prefork (child processes); default: "
+                             "START_ALL_WORKER_POOL, worker_pool, else threads")
     parser.add_argument("-Q", "--queues", default=None, help="comma-separated queue names")
     parser.add_argument("--poll-only", action="store_true", default=None,
                         help="never LISTEN (transaction-mode poolers)")
@@ -68,6 +71,17 @@ def concurrency_for(option: int | None, app: Any) -> int:
     return int(app.conf.worker_concurrency or 4)
 
 
+def pool_for(option: str | None, app: Any) -> str:
+    """The pool name, from the option, START_ALL_WORKER_POOL or worker_pool (Celery's)."""
+    chosen = (option or os.environ.get("START_ALL_WORKER_POOL", "").strip()
+              or app.conf.get("worker_pool") or "threads")
+    name = {"processes": "prefork", "thread": "threads", "solo": "threads"}.get(chosen, chosen)
+    if name not in ("threads", "prefork"):
+        raise ConfigError(f"--pool {chosen!r}: the native worker runs 'threads' or 'prefork' "
+                          "(gevent and eventlet are not supported)")
+    return name
+
+
 def run_worker(app: Any, args: argparse.Namespace) -> int:
     from supervisor.native.worker import Worker
 
@@ -80,6 +94,7 @@ def run_worker(app: Any, args: argparse.Namespace) -> int:
         app, concurrency=concurrency_for(args.concurrency, app), queues=queues,
         poll_only=args.poll_only, beat=False if args.without_beat else None,
         stop_timeout=args.stop_timeout, hostname=args.hostname,
+        pool=pool_for(getattr(args, "pool", None), app),
     )
     return worker.run()
 
@@ -90,6 +105,8 @@ def celery_argv(args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, "-m", "celery", "-A", module, "worker", "-l", args.loglevel]
     if args.concurrency or os.environ.get("START_ALL_WORKER_CONCURRENCY"):
         argv += ["-c", str(args.concurrency or os.environ["START_ALL_WORKER_CONCURRENCY"])]
+    if getattr(args, "pool", None):
+        argv += ["-P", args.pool]
     if args.queues:
         argv += ["-Q", args.queues]
     if not args.without_beat:
@@ -106,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             argv = celery_argv(args)
             print(f"USE_DB_QUEUE=false: running {' '.join(argv)}", file=sys.stderr, flush=True)
             os.execv(argv[0], argv)
+        if args.command == "worker" and (args.pool or os.environ.get(
+                "START_ALL_WORKER_POOL", "threads")) in ("threads", "thread", "solo"):
+            from supervisor.native.pool import install_interruptible_sleep
+
+            install_interruptible_sleep()  # before the task modules import time.sleep
         app = load_app(args.app)
         if args.command == "migrate":
             from supervisor.native.backends import backend_for

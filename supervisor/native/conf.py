@@ -30,6 +30,7 @@ def defaults() -> dict[str, Any]:
         "result_expires": 86400.0,  # successes are pruned after a day
         "native_failure_expires": 7 * 86400.0,  # failures and revocations after a week
         "worker_concurrency": None,
+        "worker_pool": None,  # None = START_ALL_WORKER_POOL, else threads (see native/pool.py)
         "worker_prefetch_multiplier": None,  # None = adaptive (see worker.Worker.adapt)
         "worker_max_tasks_per_child": None,
         "worker_max_memory_per_child": None,  # KiB, as in Celery

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from supervisor.native import dispatch
 from supervisor.native.exceptions import Ignore, NotRegistered, Retry, TaskRevokedError
 from supervisor.native.serial import dumps_result, exception_to_dict
 
@@ -48,6 +49,16 @@ class Outcome:
         self.runtime = 0.0
 
 
+def request_of(job: Held, hostname: str) -> dispatch.Request:
+    """What task_received and task_revoked receivers get as `request` (Celery's Request)."""
+    return dispatch.Request(
+        id=job.task_id, task_id=job.task_id, name=job.name, task=job.name, args=job.args,
+        kwargs=job.kwargs, retries=job.retries, hostname=hostname,
+        delivery_info={"routing_key": job.queue, "priority": job.priority},
+        options=job.options or {}, replaced_task_nesting=0, stamps={}, stamped_headers=[],
+    )
+
+
 def raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
     """Ask CPython to raise `exc_type` in another thread at its next bytecode boundary.
 
@@ -62,10 +73,11 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
     task = app.tasks.get(job.name)
     if task is None:
         return Outcome(job, FAILURE, exception_to_dict(NotRegistered(job.name)))
-    if job.expired:
-        return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("expired")))
-    if job.revoke:
-        return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("revoked")))
+    if job.expired or job.revoke:
+        dispatch.task_revoked.send(sender=task, request=request_of(job, hostname),
+                                   terminated=False, signum=None, expired=bool(job.expired))
+        reason = "expired" if job.expired else "revoked"
+        return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError(reason)))
     args, kwargs = job.args, job.kwargs
     task.push_request(
         id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, is_eager=False,
@@ -74,6 +86,8 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         ignore_result=job.ignore_result,
     )
     status, value, einfo = FAILURE, None, None
+    dispatch.task_prerun.send(sender=task, task_id=job.task_id, task=task, args=args,
+                              kwargs=kwargs)
     try:
         try:
             job.in_user_code = True
@@ -87,6 +101,7 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         encoded = dumps_result(value)
         status = SUCCESS
         task.on_success(value, job.task_id, args, kwargs)
+        dispatch.task_success.send(sender=task, result=value)
         if job.ignore_result:
             return Outcome(job, FORGET)
         return Outcome(job, SUCCESS, encoded)
@@ -101,6 +116,7 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         new_kwargs = getattr(retry, "new_kwargs", None)
         reason = retry.exc if retry.exc is not None else retry
         task.on_retry(reason, job.task_id, args, kwargs, einfo)
+        dispatch.task_retry.send(sender=task, request=task.request, reason=reason, einfo=einfo)
         return Outcome(
             job, RETRY, exception_to_dict(reason), einfo, max(0.0, float(countdown)),
             json.dumps(list(new_args)) if new_args is not None else None,
@@ -113,15 +129,21 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         value, einfo = exc, tb_module.format_exc()
         if job.terminated:
             status = REVOKED
+            dispatch.task_revoked.send(sender=task, request=task.request, terminated=True,
+                                       signum=None, expired=False)
             return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("terminated")))
         try:
             task.on_failure(exc, job.task_id, args, kwargs, einfo)
         except Exception:
             log.exception("on_failure handler of %s failed", job.name)
+        dispatch.task_failure.send(sender=task, task_id=job.task_id, exception=exc, args=args,
+                                   kwargs=kwargs, traceback=exc.__traceback__, einfo=einfo)
         return Outcome(job, FAILURE, exception_to_dict(exc), einfo)
     finally:
         try:
             task.after_return(status, value, job.task_id, args, kwargs, einfo)
         except Exception:
             log.exception("after_return handler of %s failed", job.name)
+        dispatch.task_postrun.send(sender=task, task_id=job.task_id, task=task, args=args,
+                                   kwargs=kwargs, retval=value, state=status)
         task.pop_request()

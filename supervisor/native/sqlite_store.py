@@ -197,11 +197,13 @@ class SqliteStore:
             ENQUEUE, [_job_row(j, now) for j in jobs]))
 
     def enqueue(self, jobs: list[Job]) -> None:
-        from supervisor.native import transactions
+        from supervisor.native import dispatch, transactions
 
+        dispatch.publishing(jobs)
         if transactions.deferred(self, None, jobs):
             return
         self._insert(jobs)
+        dispatch.publishing(jobs, after=True)
 
     def get_meta(self, task_id: str) -> dict | None:
         row = self.db.run(lambda conn: conn.execute(

@@ -295,12 +295,14 @@ class PgStore:
             return []
 
     def enqueue(self, jobs: list[Job]) -> None:
-        from supervisor.native import transactions
+        from supervisor.native import dispatch, transactions
 
+        dispatch.publishing(jobs)
         params = job_params(jobs)
         if transactions.deferred(self, ENQUEUE, params):
             return
         self.execute(ENQUEUE, params)
+        dispatch.publishing(jobs, after=True)
 
     def get_meta(self, task_id: str) -> dict | None:
         rows = self.execute(GET_META, (task_id,))

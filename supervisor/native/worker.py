@@ -25,12 +25,11 @@ from collections import deque
 from datetime import timedelta
 from typing import Any
 
+from supervisor.native import dispatch
 from supervisor.native import store as sql
 from supervisor.native.backends import backend_for
 from supervisor.native.cron import Cron, parse
 from supervisor.native.exceptions import (
-    SoftTimeLimitExceeded,
-    TaskRevokedError,
     TimeLimitExceeded,
 )
 from supervisor.native.executor import (
@@ -39,9 +38,9 @@ from supervisor.native.executor import (
     SUCCESS,
     Held,
     Outcome,
-    execute,
-    raise_in_thread,
+    request_of,
 )
+from supervisor.native.pool import make_pool
 from supervisor.native.serial import exception_to_dict
 
 log = logging.getLogger("supervisor.native")
@@ -66,7 +65,8 @@ def _rss_kib() -> int:
 class Worker:
     def __init__(self, app: Any, concurrency: int = 4, queues: list[str] | None = None,
                  poll_only: bool | None = None, beat: bool | None = None,
-                 stop_timeout: float | None = None, hostname: str | None = None) -> None:
+                 stop_timeout: float | None = None, hostname: str | None = None,
+                 pool: str = "threads") -> None:
         conf = app.conf
         self.app = app
         self.concurrency = max(1, int(concurrency))
@@ -110,6 +110,7 @@ class Worker:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+        self.pool = make_pool(pool, self)
 
     def adapt(self) -> None:
         """Size the prefetch: jobs held but not started wait, so hold about PREFETCH_BUDGET
@@ -152,6 +153,7 @@ class Worker:
         while True:
             job = self.ready.get()[-1]
             if job is _STOP:
+                self.pool.thread_exit()
                 return
             with self.lock:
                 if self.draining:
@@ -160,7 +162,7 @@ class Worker:
                 job.thread = threading.get_ident()
                 job.started = time.monotonic()
                 self.running[job.id] = job
-            outcome = execute(self.app, job, self.hostname, self.lock)
+            outcome = self.pool.run(job)
             outcome.runtime = time.monotonic() - job.started
             with self.lock:
                 self.running.pop(job.id, None)
@@ -216,6 +218,8 @@ class Worker:
             job = Held(row, token)
             self.held[job.id] = job
             self.by_task_id[job.task_id] = job
+            if dispatch.task_received.receivers:
+                dispatch.task_received.send(sender=self, request=request_of(job, self.hostname))
             # higher priority first, then the order the queue had them in
             self.ready.put((-job.priority, row[-1], next(self.seq), job))
         return len(rows)
@@ -292,10 +296,10 @@ class Worker:
         if mode != "terminate":
             return
         with self.lock:
-            if job.in_user_code and job.thread and not job.terminated:
-                job.terminated = True
-                raise_in_thread(job.thread, TaskRevokedError)
-                log.info("native: terminating %s (%s)", job.name, task_id)
+            if job.id in self.running and not job.terminated:
+                job.terminated = self.pool.terminate(job)
+                if job.terminated:
+                    log.info("native: terminating %s (%s)", job.name, task_id)
 
     def _limits(self, job: Held) -> tuple[float | None, float | None]:
         task = self.app.tasks.get(job.name)
@@ -319,17 +323,20 @@ class Worker:
             if soft and not job.soft_sent:
                 if elapsed >= soft:
                     with self.lock:
-                        if job.in_user_code:
-                            job.soft_sent = True
-                            raise_in_thread(job.thread, SoftTimeLimitExceeded)
+                        job.soft_sent = self.pool.soft_limit(job)
+                    if not job.soft_sent:  # not in the task's code yet (or any more)
+                        next_in = min(next_in, 0.02)
                 else:
                     next_in = min(next_in, soft - elapsed)
             if hard and not job.hard_sent:
                 if elapsed >= hard:
                     with self.lock:
-                        job.hard_sent = job.abandoned = True
-                        if job.in_user_code:
-                            raise_in_thread(job.thread, TimeLimitExceeded)
+                        job.hard_sent = True
+                        if self.pool.hard_limit(job):
+                            log.error("native: %s[%s] exceeded its hard time limit: killed",
+                                      job.name, job.task_id)
+                            continue  # the child is killed; its thread reports the job
+                        job.abandoned = True
                         self.running.pop(job.id, None)
                     error = TimeLimitExceeded(f"hard time limit ({hard}s) exceeded")
                     self.done.append(Outcome(job, FAILURE, exception_to_dict(error)))
@@ -383,9 +390,10 @@ class Worker:
         self._connect()
         for _ in range(self.concurrency):
             self._start_thread()
-        log.info("native: worker %s ready: %d threads, queues %s, %s", self.id,
-                 self.concurrency, ",".join(self.queues),
-                 "poll-only" if self.poll_only else "LISTEN/NOTIFY")
+        log.info("native: worker %s ready: %d %s, queues %s, %s", self.id,
+                 self.concurrency, "processes" if self.pool.kind == "prefork" else "threads",
+                 ",".join(self.queues), "poll-only" if self.poll_only else "LISTEN/NOTIFY")
+        dispatch.worker_ready.send(sender=self)
         poll = self.app.conf.native_poll_interval or (0.5 if self.poll_only else 2.0)
         now = time.monotonic()
         next_beat = now
@@ -394,8 +402,10 @@ class Worker:
         next_cron = 0.0 if self.cron.entries else float("inf")
         maybe_more = True
         stop_deadline = None
-        max_tasks = self.app.conf.worker_max_tasks_per_child
-        max_kib = self.app.conf.worker_max_memory_per_child
+        # with processes each child recycles itself; with threads the worker does
+        per_child = self.pool.kind == "prefork"
+        max_tasks = None if per_child else self.app.conf.worker_max_tasks_per_child
+        max_kib = None if per_child else self.app.conf.worker_max_memory_per_child
         fds = self._fds()
         failures = 0
         while True:
@@ -510,6 +520,7 @@ class Worker:
 
     def _finish_stop(self) -> int:
         log.info("native: stopped cleanly after %d task(s)", self.processed)
+        dispatch.worker_shutdown.send(sender=self)
         self._unregister()
         self._close()
         return 0
@@ -520,6 +531,7 @@ class Worker:
                     why)
         with self.lock:
             self.draining = True
+            self.pool.abort()  # child processes stop before their jobs are handed back
         try:
             self._flush()
             self._release(list(self.held.values()))
@@ -527,6 +539,7 @@ class Worker:
         except Exception as error:
             log.error("native: could not return jobs (%s): their leases will expire and the "
                       "reaper will requeue them", error)
+        dispatch.worker_shutdown.send(sender=self)
         self._close()
         return 0
 

@@ -1,0 +1,184 @@
+"""--pool prefork beside the thread pool: time limits, terminate, parallel CPU, stopping.
+
+Real worker processes on a real PostgreSQL database; tasks in apps/pooltasks.py leave their
+traces in files, so a killed process cannot hide what it did.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+from conftest import APPS, job_row, lines
+
+from tests.conftest import ROOT, VENV_ENV, pids_alive, wait_for
+
+
+@pytest.fixture
+def ptasks(db, pg_url):
+    sys.path.insert(0, str(APPS))
+    import pooltasks
+
+    pooltasks.app.close()
+    pooltasks.app.conf.broker_url = pg_url
+    yield pooltasks
+    pooltasks.app.close()
+
+
+def start_pool(start_worker, *args: str, env: dict | None = None):
+    return start_worker(*args, app="pooltasks:app", env=env)
+
+
+def _started_pid(path) -> int:
+    wait_for(lambda: any(line.startswith("start") for line in lines(path)), 15, "task start")
+    return int(next(line for line in lines(path) if line.startswith("start")).split()[-1])
+
+
+def test_prefork_hard_limit_kills_a_task_blocked_in_c(ptasks, start_worker, tmp_path):
+    from supervisor.native import TimeLimitExceeded
+
+    worker = start_pool(start_worker, "-P", "prefork", "-c", "1")
+    path = tmp_path / "c"
+    r = ptasks.blocked_in_c.delay(str(path))  # libc sleep(30) with time_limit=1
+    child = _started_pid(path)
+    assert child != worker.proc.pid, "the task runs in a child process"
+    with pytest.raises(TimeLimitExceeded):
+        r.get(timeout=15)
+    assert "end" not in lines(path)
+    wait_for(lambda: not pids_alive([child]), 5, "the child killed")
+    fresh = ptasks.pid.delay().get(timeout=15)  # a replacement child took the slot
+    assert fresh not in (child, worker.proc.pid)
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_soft_limit_interrupts_time_sleep(ptasks, start_worker, tmp_path, pool):
+    start_pool(start_worker, "-P", pool, "-c", "1")
+    path = tmp_path / "s"
+    elapsed = ptasks.soft_sleep.delay(str(path)).get(timeout=25)  # soft limit 1 s, sleep(30)
+    assert isinstance(elapsed, float), elapsed
+    assert 0.5 <= elapsed < 20, "SoftTimeLimitExceeded raised inside time.sleep(30)"
+    assert lines(path)[0].startswith("soft ")
+
+
+def test_prefork_revoke_terminate_kills_the_running_task(ptasks, db, start_worker, tmp_path):
+    from supervisor.native import TaskRevokedError
+
+    start_pool(start_worker, "-P", "prefork", "-c", "1")
+    path = tmp_path / "t"
+    r = ptasks.sleep_in_c.delay(str(path), 30)
+    child = _started_pid(path)
+    r.revoke(terminate=True)
+    with pytest.raises(TaskRevokedError):
+        r.get(timeout=15)
+    assert job_row(db, r.id)["status"] == "REVOKED"
+    wait_for(lambda: not pids_alive([child]), 5, "the child killed")
+    assert "end" not in lines(path)
+    assert ptasks.add.delay(2, 3).get(timeout=15) == 5
+
+
+def test_threads_revoke_terminate_cuts_a_sleep_short(ptasks, db, start_worker, tmp_path):
+    from supervisor.native import TaskRevokedError
+
+    start_pool(start_worker, "-P", "threads", "-c", "1")
+    path = tmp_path / "t"
+    r = ptasks.hold.delay(str(path), "long", 30)  # one time.sleep(30)
+    _started_pid(path)
+    r.revoke(terminate=True)
+    with pytest.raises(TaskRevokedError):
+        r.get(timeout=15)
+    assert not any(line.startswith("end") for line in lines(path))
+
+
+def test_prefork_runs_cpu_bound_tasks_in_separate_processes_at_once(ptasks, start_worker,
+                                                                    tmp_path):
+    worker = start_pool(start_worker, "-P", "prefork", "-c", "2")
+    path = tmp_path / "cpu"
+    results = [ptasks.spin.delay(str(path), 1.5) for _ in range(2)]
+    for r in results:
+        assert r.get(timeout=30) > 0
+    spans = [line.split() for line in lines(path)]
+    pids = {int(s[0]) for s in spans}
+    assert len(pids) == 2 and worker.proc.pid not in pids
+    (a0, a1), (b0, b1) = [(float(s[1]), float(s[2])) for s in spans]
+    assert max(a0, b0) < min(a1, b1), "the two CPU-bound tasks overlapped in time"
+
+
+def test_prefork_child_recycled_after_max_tasks(ptasks, start_worker):
+    worker = start_pool(start_worker, "-P", "prefork", "-c", "1",
+                        env={"POOL_TEST_MAX_TASKS": "2"})
+    pids = [ptasks.pid.delay().get(timeout=15) for _ in range(4)]
+    assert pids[0] == pids[1] != pids[2] == pids[3], pids
+    assert worker.proc.poll() is None, "the worker itself keeps running"
+
+
+def test_prefork_sigquit_requeues_and_kills_children(ptasks, db, start_worker, tmp_path):
+    worker = start_pool(start_worker, "-P", "prefork", "-c", "1")
+    path = tmp_path / "q"
+    r = ptasks.hold.delay(str(path), "long", 30)
+    child = _started_pid(path)
+    worker.signal(signal.SIGQUIT)
+    assert worker.wait(15) == 0
+    assert not pids_alive([child]), "no orphaned child"
+    assert job_row(db, r.id)["status"] == "PENDING", "handed back, not lost"
+
+
+def test_prefork_children_die_with_a_sigkilled_worker(ptasks, start_worker, tmp_path):
+    worker = start_pool(start_worker, "-P", "prefork", "-c", "1")
+    path = tmp_path / "k"
+    ptasks.hold.delay(str(path), "long", 30)
+    child = _started_pid(path)
+    worker.proc.kill()
+    worker.wait(10)
+    wait_for(lambda: not pids_alive([child]), 5, "the child followed its parent")
+
+
+def test_prefork_under_the_supervisor_sigterm_finishes_and_returns(ptasks, db, pg_url,
+                                                                  run_supervisor, tmp_path):
+    marks = tmp_path / "sup"
+    procfile = (f"worker: {sys.executable} -m supervisor.native worker -A pooltasks:app "
+                "-P prefork -c 2\n")
+    env = {**VENV_ENV, "PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}", "NATIVE_TEST_DB_URL": pg_url,
+           "START_ALL_STOP_TIMEOUT": "20"}
+    sup = run_supervisor(procfile, env=env, pid1=False)  # pids as this test sees them
+    sup.wait_line(r"ready:", timeout=30)
+    running = [ptasks.hold.delay(str(marks), f"r{i}", 1.5) for i in range(2)]
+    wait_for(lambda: sum(line.startswith("start") for line in lines(marks)) == 2, 15,
+             "both children busy")
+    children = {int(line.split()[-1]) for line in lines(marks)}
+    queued = [ptasks.add.delay(i, i) for i in range(5)]
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0, sup.output
+    assert "stopped cleanly" in sup.output, sup.output
+    assert [r.get(timeout=1) for r in running] == ["r0", "r1"], "running tasks finished"
+    statuses = {job_row(db, r.id)["status"] for r in queued}
+    assert statuses <= {"SUCCESS", "PENDING"}, statuses  # done, or back in the queue
+    assert db.execute("SELECT count(*) FROM start_all.jobs WHERE status = 'RESERVED'"
+                      ).fetchone()[0] == 0
+    assert not pids_alive(children), "no child outlived the worker"
+    assert "SIGKILL" not in sup.output, "nothing needed killing"
+
+
+def test_prefork_stop_budget_spent_kills_children_and_requeues(ptasks, db, pg_url,
+                                                              run_supervisor, tmp_path):
+    marks = tmp_path / "sup"
+    procfile = (f"worker: {sys.executable} -m supervisor.native worker -A pooltasks:app "
+                "-P prefork -c 1 --stop-timeout 1\n")
+    env = {**VENV_ENV, "PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}", "NATIVE_TEST_DB_URL": pg_url,
+           "START_ALL_STOP_TIMEOUT": "6"}
+    sup = run_supervisor(procfile, env=env, pid1=False)
+    sup.wait_line(r"ready:", timeout=30)
+    r = ptasks.sleep_in_c.delay(str(marks), 60)  # blocked in C: only a kill ends it
+    child = _started_pid(marks)
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0, sup.output
+    assert "stop budget spent" in sup.output, sup.output
+    assert not pids_alive([child])
+    assert job_row(db, r.id)["status"] == "PENDING", "handed back, not lost"
+
+
+def test_bad_pool_name_is_one_line_and_exit_2(db, start_worker):
+    worker = start_worker("-P", "gevent", app="pooltasks:app", ready=False)
+    assert worker.wait(20) == 2
+    assert "--pool 'gevent'" in worker.output and "Traceback" not in worker.output
