@@ -6,6 +6,9 @@ Measured behaviour these presets encode (see the design notes):
   workers at once and the main process then hangs forever.
 - celery worker: SIGTERM is a warm shutdown with no deadline, SIGQUIT a cold one: escalate.
 - celery beat, uvicorn, the native worker: SIGTERM to the main pid.
+- django-tasks-db's db_worker: SIGTERM finishes the running task with no time limit, a second
+  SIGTERM interrupts it (recorded FAILED, exit 0 in 0.3 s); SIGKILL would leave it RUNNING for
+  ever (nothing recovers it): so the second SIGTERM comes at 60 % of the budget.
 - anything else: SIGTERM to the whole process group.
 """
 
@@ -40,6 +43,9 @@ PROFILES = {
     ),
     "celery-beat": Profile("celery-beat", worker=True),
     "native": Profile("native", quick_signal="SIGQUIT", worker=True),
+    "db-worker": Profile(
+        "db-worker", escalations=(Escalation(after=0.6, signal="SIGTERM"),), worker=True,
+    ),
     "generic": Profile("generic", signal_target="group"),
 }
 
@@ -70,6 +76,8 @@ def detect(program: tuple[str, ...]) -> Profile:
         return PROFILES["uvicorn"]
     if name in ("manage.py", "django-admin", "django") and "qcluster" in args:
         return PROFILES["qcluster"]
+    if name in ("manage.py", "django-admin", "django") and "db_worker" in args:
+        return PROFILES["db-worker"]
     if name == "celery":
         if "worker" in args:
             return PROFILES["celery-worker"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor import commands, profiles
-from supervisor.kit import dburl, platforms
+from supervisor.kit import dburl, platforms, tasks_check
 from supervisor.kit.init import SETTINGS_IN_MANAGE
 from supervisor.procfile import ProcfileError, load_env_file, load_procfile
 
@@ -392,6 +392,7 @@ def diagnose(project: Path, environ: dict[str, str]) -> list[Finding]:
             findings += check_django(settings, processes)
     findings += check_database_url(environ.get("DATABASE_URL", ""), processes)
     findings += [Finding(*finding) for finding in platforms.check(project, environ)]
+    findings += [Finding(*finding) for finding in tasks_check.check(project, environ)]
     return findings
 
 
