@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,19 +37,21 @@ def test_db_worker_is_its_own_kind(argv):
 
 @pytest.fixture
 def dbw(db, pg_url, tmp_path):
-    """The project migrated, and a way to enqueue and read its task rows."""
+    """A copy of the project (start-all writes its log there), migrated, and a way to enqueue
+    and read its task rows."""
     marks = tmp_path / "marks"
+    project = shutil.copytree(DBWPROJ, tmp_path / "dbwproj")
     env = {**os.environ, **VENV_ENV, "NATIVE_TEST_DB_URL": pg_url, "DBW_MARKS": str(marks),
-           "PYTHONPATH": f"{DBWPROJ}{os.pathsep}{ROOT}",
+           "PYTHONPATH": f"{project}{os.pathsep}{ROOT}",
            "DJANGO_SETTINGS_MODULE": "dbwproj.settings"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=DBWPROJ, env=env,
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=project, env=env,
                    check=True, timeout=120)
     db.execute("TRUNCATE django_tasks_database_dbtaskresult")
 
     def enqueue(key: str, seconds: float) -> str:
         code = ("import django; django.setup(); from chores.tasks import slow; "
                 f"print(slow.enqueue({key!r}, {seconds}).id)")
-        done = subprocess.run([sys.executable, "-c", code], cwd=DBWPROJ, env=env, check=True,
+        done = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, check=True,
                               capture_output=True, text=True, timeout=60)
         return done.stdout.strip()
 
@@ -60,22 +63,22 @@ def dbw(db, pg_url, tmp_path):
     def notes() -> list[str]:
         return marks.read_text().splitlines() if marks.exists() else []
 
-    return env, enqueue, row, notes
+    return project, env, enqueue, row, notes
 
 
-def _start(run_supervisor, env, budget: float, health_port: int | None = None):
+def _start(run_supervisor, project, env, budget: float, health_port: int | None = None):
     extra = {"START_ALL_STOP_TIMEOUT": str(budget)}
     if health_port:
         extra["START_ALL_HEALTH_PORT"] = str(health_port)
-    sup = run_supervisor(f"worker: {WORKER}\n", env={**env, **extra}, cwd=DBWPROJ)
+    sup = run_supervisor(f"worker: {WORKER}\n", env={**env, **extra}, cwd=project)
     sup.wait_line(r"Starting worker", timeout=30)
     return sup
 
 
 def test_a_running_task_finishes_and_its_health_is_its_process(dbw, run_supervisor, tmp_path):
-    env, enqueue, row, notes = dbw
+    project, env, enqueue, row, notes = dbw
     port = free_port()
-    sup = _start(run_supervisor, env, budget=6, health_port=port)
+    sup = _start(run_supervisor, project, env, budget=6, health_port=port)
 
     def probed():
         code, body = http_get(port, "/healthz")
@@ -97,8 +100,8 @@ def test_a_running_task_finishes_and_its_health_is_its_process(dbw, run_supervis
 
 
 def test_a_task_longer_than_the_budget_is_interrupted_and_recorded(dbw, run_supervisor):
-    env, enqueue, row, notes = dbw
-    sup = _start(run_supervisor, env, budget=4)
+    project, env, enqueue, row, notes = dbw
+    sup = _start(run_supervisor, project, env, budget=4)
     task_id = enqueue("long", 60)
     wait_for(lambda: "start long" in notes(), 20, "the task to start")
     began = time.monotonic()
@@ -114,9 +117,9 @@ def test_a_task_longer_than_the_budget_is_interrupted_and_recorded(dbw, run_supe
 
 def test_sigkill_would_leave_the_task_running_for_good(dbw):
     """Why start-all escalates with a second SIGTERM and not SIGKILL."""
-    env, enqueue, row, notes = dbw
+    project, env, enqueue, row, notes = dbw
     task_id = enqueue("killed", 60)
-    worker = subprocess.Popen([sys.executable, *WORKER.split()[1:]], cwd=DBWPROJ, env=env,
+    worker = subprocess.Popen([sys.executable, *WORKER.split()[1:]], cwd=project, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: "start killed" in notes(), 20, "the task to start")
