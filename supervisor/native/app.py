@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from supervisor.native.conf import Settings, defaults
+from supervisor.native.control import Control
 from supervisor.native.exceptions import ConfigError, NotRegistered
 from supervisor.native.task import Task, autoretry_wrapper
 
@@ -31,15 +32,6 @@ def current_app() -> Celery:
         if _current is None:
             _current = Celery("default")
         return _current
-
-
-class Control:
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-
-    def revoke(self, task_id: str | list[str], terminate: bool = False, **_ignored: Any) -> None:
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        self.app.backend.revoke(ids, terminate=terminate)
 
 
 class Celery:

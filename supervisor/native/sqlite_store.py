@@ -333,6 +333,10 @@ class SqliteWorkerDb:
     def unregister(self, worker_id: str) -> None:
         self.conn.execute("DELETE FROM start_all_workers WHERE id = ?", (worker_id,))
 
+    def publish_state(self, worker_id: str, state: str) -> None:
+        self.conn.execute("UPDATE start_all_workers SET state = ? WHERE id = ?",
+                          (state, worker_id))
+
     def fire_cron(self, name: str, slot: float, job: Job) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             won = conn.execute(

@@ -20,6 +20,7 @@ log = logging.getLogger("supervisor.native")
 
 NOTIFY_JOBS = "start_all_jobs"
 NOTIFY_REVOKE = "start_all_revoke"
+NOTIFY_CONTROL = "start_all_control"  # inspect() asking workers to publish their state
 WAITING = ("PENDING", "RETRY")
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 MIGRATION_LOCK = 0x5A11_0001  # advisory lock key shared by every process migrating
@@ -359,6 +360,7 @@ class PgWorkerDb:
                 self.listener = connect(self.url)
                 self.listener.execute(f"LISTEN {NOTIFY_JOBS}")
                 self.listener.execute(f"LISTEN {NOTIFY_REVOKE}")
+                self.listener.execute(f"LISTEN {NOTIFY_CONTROL}")
             except Exception as error:  # e.g. a transaction pooler refusing LISTEN
                 log.warning("native: LISTEN unavailable (%s): switching to poll-only mode",
                             error)
@@ -401,6 +403,11 @@ class PgWorkerDb:
 
     def unregister(self, worker_id: str) -> None:
         self.conn.execute("DELETE FROM start_all.workers WHERE id = %s", (worker_id,))
+
+    def publish_state(self, worker_id: str, state: str) -> None:
+        from supervisor.native.control import PUBLISH
+
+        self.conn.execute(PUBLISH, (state, worker_id))
 
     def fire_cron(self, name: str, slot: float, job: Job) -> bool:
         """Claim the slot and enqueue its job in one transaction: both or neither."""

@@ -21,11 +21,11 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from datetime import timedelta
 from typing import Any
 
-from supervisor.native import dispatch
+from supervisor.native import control, dispatch
 from supervisor.native import store as sql
 from supervisor.native.backends import backend_for
 from supervisor.native.cron import Cron, parse
@@ -89,6 +89,10 @@ class Worker:
         self.stop_timeout = float(stop_timeout if stop_timeout is not None
                                   else conf.native_stop_timeout)
         self.hostname = hostname or socket.gethostname()
+        # Celery's node name: -n name@host as given, else celery@host
+        self.nodename = self.hostname if "@" in self.hostname else f"celery@{self.hostname}"
+        self.started_mono = time.monotonic()
+        self.totals: Counter[str] = Counter()  # tasks finished, by name (inspect().stats())
         self.id = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.heartbeat_file = os.environ.get("START_ALL_HEARTBEAT_FILE") or None
         use_beat = conf.native_beat if beat is None else beat
@@ -209,6 +213,7 @@ class Worker:
         for o in batch:
             self.held.pop(o.job.id, None)
             self.by_task_id.pop(o.job.task_id, None)
+            self.totals[o.job.name] += 1
         self.processed += len(batch)
         if batch:
             runtime = sum(o.runtime for o in batch) / len(batch)
@@ -262,6 +267,7 @@ class Worker:
             self.id, self.hostname, os.getpid(), self.queues, self.concurrency,
             len(self.running), self.processed,
         ))
+        self.db.publish_state(self.id, control.worker_state(self))
         if self.heartbeat_file:
             with open(self.heartbeat_file, "a"):
                 pass
@@ -357,12 +363,16 @@ class Worker:
 
     def _notifications(self) -> bool:
         """Read pending NOTIFYs; True when new jobs may be waiting."""
-        jobs = False
+        jobs = control_asked = False
         for channel, payload in self.db.notifications():
             if channel == sql.NOTIFY_JOBS:
                 jobs = jobs or payload in self.queues
+            elif channel == sql.NOTIFY_CONTROL:
+                control_asked = True
             elif payload in self.by_task_id:
                 self._revoke_local(payload, self.db.revoke_mode(payload) or "revoke")
+        if control_asked:  # inspect() is waiting for a fresh state
+            self.db.publish_state(self.id, control.worker_state(self))
         return jobs
 
     def _begin_stop(self) -> None:

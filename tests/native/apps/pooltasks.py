@@ -11,6 +11,8 @@ app = Celery("pooltasks", broker=os.environ.get("NATIVE_TEST_DB_URL"))
 app.conf.native_lease_seconds = 3.0
 app.conf.native_heartbeat_interval = 0.4
 app.conf.task_track_started = True
+if os.environ.get("POOL_TEST_PREFETCH"):
+    app.conf.worker_prefetch_multiplier = int(os.environ["POOL_TEST_PREFETCH"])
 MAX_TASKS = os.environ.get("POOL_TEST_MAX_TASKS")
 if MAX_TASKS:
     app.conf.worker_max_tasks_per_child = int(MAX_TASKS)

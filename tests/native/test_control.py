@@ -1,0 +1,157 @@
+"""Celery's signals, control.inspect() and control.purge across real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import APPS, lines
+
+from tests.conftest import ROOT, wait_for
+
+
+@pytest.fixture
+def ptasks(db, pg_url):
+    sys.path.insert(0, str(APPS))
+    import pooltasks
+
+    pooltasks.app.close()
+    pooltasks.app.conf.broker_url = pg_url
+    yield pooltasks
+    pooltasks.app.close()
+
+
+def _started(path, n: int) -> None:
+    wait_for(lambda: sum(line.startswith("start") for line in lines(path)) >= n, 15,
+             f"{n} task(s) started")
+
+
+def test_inspect_sees_every_worker_across_processes(ptasks, db, start_worker, tmp_path):
+    one = {"POOL_TEST_PREFETCH": "1"}  # each worker holds one task at a time
+    pre = start_worker("-P", "prefork", "-c", "1", "-n", "pre@box", app="pooltasks:app",
+                       env=one)
+    thr = start_worker("-P", "threads", "-c", "1", "-n", "thr@box", app="pooltasks:app",
+                       env=one)
+    path = tmp_path / "h"
+    running = [ptasks.hold.delay(str(path), f"t{i}", 20) for i in range(2)]
+    _started(path, 2)
+    later = ptasks.add.apply_async((1, 2), countdown=300)
+    inspect = ptasks.app.control.inspect(timeout=5)
+
+    assert inspect.ping() == {"pre@box": {"ok": "pong"}, "thr@box": {"ok": "pong"}}
+    active = inspect.active()
+    assert sorted(t["id"] for ts in active.values() for t in ts) == sorted(r.id for r in running)
+    assert all(t["name"] == "pooltasks.hold" and t["time_start"] for ts in active.values()
+               for t in ts)
+    stats = inspect.stats()
+    assert stats["pre@box"]["pool"]["implementation"] == "prefork"
+    assert stats["thr@box"]["pool"]["implementation"] == "threads"
+    assert stats["pre@box"]["pid"] == pre.proc.pid and stats["thr@box"]["pid"] == thr.proc.pid
+    child = stats["pre@box"]["pool"]["processes"]
+    assert len(child) == 1 and child[0] != pre.proc.pid
+    reserved = inspect.reserved()
+    assert set(reserved) == {"pre@box", "thr@box"}
+    scheduled = inspect.scheduled()
+    assert [e["request"]["id"] for es in scheduled.values() for e in es] == [later.id]
+    assert "pooltasks.add" in inspect.registered()["thr@box"]
+    assert ptasks.app.control.inspect(destination=["thr@box"], timeout=5).ping() == {
+        "thr@box": {"ok": "pong"}}
+
+    thr.signal(signal.SIGQUIT)
+    thr.wait(15)
+    assert set(ptasks.app.control.inspect(timeout=5).ping()) == {"pre@box"}
+
+
+def test_inspect_without_workers_is_none(ptasks):
+    assert ptasks.app.control.inspect(timeout=0.2).ping() is None
+
+
+def test_purge_discards_waiting_tasks_only(ptasks, db):
+    for i in range(5):
+        ptasks.add.delay(i, i)
+    ptasks.add.apply_async((0, 0), queue="other")
+    db.execute("UPDATE start_all.jobs SET status = 'SUCCESS' WHERE id = (SELECT min(id) FROM "
+               "start_all.jobs)")
+    assert ptasks.app.control.purge(queues=["other"]) == 1
+    assert ptasks.app.control.purge() == 4
+    assert db.execute("SELECT status, count(*) FROM start_all.jobs GROUP BY 1").fetchall() == [
+        ("SUCCESS", 1)]
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_worker_side_signals_with_celery_arguments(ptasks, start_worker, tmp_path, pool):
+    events = tmp_path / "events"
+    worker = start_worker("-P", pool, "-c", "1", app="pooltasks:app",
+                          env={"POOL_TEST_SIGNALS": str(events)})
+    assert ptasks.add.delay(2, 3).get(timeout=15) == 5
+    with pytest.raises(KeyError):
+        ptasks.boom.delay().get(timeout=15)
+    assert ptasks.retry_once.delay().get(timeout=15) == "retried"
+    path = tmp_path / "t"
+    r = ptasks.hold.delay(str(path), "x", 30)
+    _started(path, 1)
+    r.revoke(terminate=True)
+    wait_for(lambda: r.state == "REVOKED", 15, "terminated")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    got = lines(events)
+    main = f"pid={worker.proc.pid}"
+
+    def find(prefix: str) -> list[str]:
+        return [e for e in got if e.startswith(prefix)]
+
+    assert find("worker_ready") and find("worker_ready")[0].endswith(main)
+    assert find("worker_shutdown") and got[-1].startswith("worker_shutdown")
+    assert all(e.endswith(main) for e in find("task_received"))
+    assert len(find("task_received")) >= 5  # add, boom, retry_once twice, hold
+    assert any("args=[2, 3]" in e for e in find("task_prerun pooltasks.add"))
+    assert any("retval=5 state='SUCCESS'" in e for e in find("task_postrun pooltasks.add"))
+    assert find("task_success pooltasks.add result=5")
+    assert any("exception=KeyError('boom')" in e for e in find("task_failure pooltasks.boom"))
+    assert find("task_retry pooltasks.retry_once")
+    assert any("terminated=True" in e for e in find("task_revoked pooltasks.hold"))
+    runs_in = find("task_prerun pooltasks.add")[0].rsplit(" ", 1)[1]
+    if pool == "prefork":
+        assert runs_in != main, "task signals fire in the child that runs the task"
+        assert find("worker_process_init")[0].endswith(runs_in)
+    else:
+        assert runs_in == main
+
+
+def test_publish_signals_in_the_caller(ptasks):
+    from supervisor.native.signals import after_task_publish, before_task_publish
+
+    seen = []
+
+    def before(sender=None, body=None, exchange=None, routing_key=None, headers=None,
+               properties=None, declare=None, retry_policy=None, **kwargs):
+        seen.append(("before", sender, body, routing_key, headers["id"], headers["task"]))
+
+    def after(sender=None, body=None, exchange=None, routing_key=None, headers=None, **kwargs):
+        seen.append(("after", sender, headers["id"]))
+
+    before_task_publish.connect(before)
+    after_task_publish.connect(after)
+    try:
+        r = ptasks.add.apply_async((1, 2), queue="q1")
+    finally:
+        assert before_task_publish.disconnect(before) and after_task_publish.disconnect(after)
+    assert seen == [("before", "pooltasks.add", ([1, 2], {}, {}), "q1", r.id, "pooltasks.add"),
+                    ("after", "pooltasks.add", r.id)]
+    ptasks.add.delay(1, 1)
+    assert len(seen) == 2, "disconnected receivers hear nothing"
+
+
+def test_signals_follow_use_db_queue():
+    code = ("import celery.signals, supervisor.native.signals as s, supervisor.native as n; "
+            "print(s.task_success is celery.signals.task_success, n.signals is s)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "USE_DB_QUEUE": "false"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "USE_DB_QUEUE": "true"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
