@@ -77,7 +77,9 @@ class Supervisor:
         self.cwd = cwd
         self.log_path = cwd / "start-all.log"
         self.log_file = open(self.log_path, "wb")
-        full_env = {**os.environ, **VENV_ENV, **(env or {})}
+        # never the defaults (PORT 8000, health 8081): a demo or another run may hold them
+        own_ports = {"PORT": str(free_port()), "START_ALL_HEALTH_PORT": str(free_port())}
+        full_env = {**os.environ, **VENV_ENV, **own_ports, **(env or {})}
         argv = [*START_ALL, *args]
         if pid1:
             argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]

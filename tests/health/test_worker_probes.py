@@ -34,18 +34,24 @@ def test_qcluster_without_its_sentinel_is_unhealthy(run_supervisor, henv, tmp_pa
     worker = process(report, "worker.1")
     assert worker["probe"]["detail"].startswith("cluster tree has ")
     assert worker["memory"]["processes"] >= 3
-    # SIGTERM to the cluster's whole process group (what tini -g, honcho or a stray
-    # `kill -TERM -PGID` do): sentinel and workers die, the main process hangs on, useless
+    # The state the probe exists for: a main process that is alive while its sentinel and
+    # workers are gone (what a stray `kill -TERM -PGID` leaves behind, some of the time). Made
+    # certain here: the whole group is frozen, then every helper below the main is killed.
     main = next(c for c in psutil.Process(sup.host_pid).children()
                 if "qcluster" in " ".join(c.cmdline()))
-    os.killpg(main.pid, signal.SIGTERM)
+    os.killpg(main.pid, signal.SIGSTOP)  # nothing forks or exits on its own any more
+    helpers = main.children(recursive=True)
+    assert helpers
+    for helper in helpers:
+        helper.kill()
     code, report = wait_health(
         hport, lambda c, r: c == 503, timeout=40, what="503 for a cluster without workers")
     worker = process(report, "worker.1")
     assert worker["state"] == "running" and worker["pid"] and not worker["healthy"]
     assert "sentinel or workers missing" in worker["probe"]["detail"]
-    assert main.is_running()  # hung, with only the unreaped corpse of its sentinel
+    assert main.is_running()  # alive, with only the unreaped corpse of its sentinel
     assert all(c.status() == psutil.STATUS_ZOMBIE for c in main.children())
+    os.killpg(main.pid, signal.SIGCONT)
     sup.signal(signal.SIGTERM)
     sup.wait(30)
 

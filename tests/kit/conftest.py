@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, START_ALL, VENV_ENV, need
+from tests.conftest import ROOT, START_ALL, VENV_ENV, free_port, need
 
 EXAMPLE = ROOT / "examples" / "koyeb"
 PG_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -51,6 +51,8 @@ def example_project(tmp_path) -> Path:
 def kit_env(project: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(VENV_ENV)
+    # never the defaults (PORT 8000, health 8081): a demo or another run may hold them
+    env.update(PORT=str(free_port()), START_ALL_HEALTH_PORT=str(free_port()))
     env.update(DATA_DIR=str(project / "data"), CACHE_DIR=str(project / "cache"), **extra)
     return env
 
