@@ -4,7 +4,8 @@
                                                                        # sessions, auth, DB
     urlpatterns = [path("healthz", supervisor.contrib.django.healthz)]  # or a plain view
 
-    Q_CLUSTER = {**q_cluster_sizing(), "name": "app", "orm": "default"}  # your keys win
+    # at the END of settings.py: your DATABASES, CACHES and Q_CLUSTER kept, sized and tuned
+    start_all_settings(globals())     # see supervisor.contrib.django_settings
 
 The middleware answers START_ALL_HEALTH_PATH (a Django setting, default "/healthz") before any
 other middleware runs, so a health check touches neither sessions nor the database.
@@ -46,6 +47,13 @@ class HealthMiddleware:
         if request.path == self.path:
             return _response(request)
         return self.get_response(request)
+
+
+def start_all_settings(namespace: dict, **options) -> list[str]:
+    """Merge start-all's settings into settings.py's globals(); see django_settings."""
+    from supervisor.contrib.django_settings import start_all_settings as merge
+
+    return merge(namespace, **options)
 
 
 def q_cluster_sizing(default_workers: int = 2) -> dict:

@@ -32,8 +32,19 @@ def project_with(tmp_path, settings: str, procfile: str, **files: str):
     return project
 
 
+def findings(result) -> list[str]:
+    """Each finding with its `fix:` line (if any) joined on."""
+    found: list[str] = []
+    for line in result.stdout.splitlines():
+        if line.startswith("    fix: ") and found:
+            found[-1] += "\n" + line
+        else:
+            found.append(line)
+    return found
+
+
 def lines(result, severity: str) -> list[str]:
-    return [line for line in result.stdout.splitlines() if line.startswith(f"{severity}: ")]
+    return [f for f in findings(result) if f.startswith(f"{severity}: ")]
 
 
 def test_the_example_is_clean(example_project):

@@ -29,32 +29,51 @@ def test_init_writes_the_set_and_lists_it(tmp_path):
     written = [
         line.removeprefix("wrote ") for line in result.stdout.splitlines() if "wrote" in line
     ]
-    expected = [
-        "Procfile",
-        "Dockerfile",
-        ".dockerignore",
-        ".env.example",
-        "gunicorn.conf.py",
-        "mysite/start_all_settings.py",
-    ]  # next to the settings module manage.py names
+    expected = ["Procfile", "Dockerfile", ".dockerignore", ".env.example", "gunicorn.conf.py"]
     assert sorted(written) == sorted(expected)
+    # the settings edit is a next step, naming the settings module manage.py names
+    assert "at the end of mysite/settings.py" in result.stdout
+    assert "start_all_settings(globals())" in result.stdout
     assert (project / "Procfile").read_text() == (
         ROOT / "templates" / "procfiles" / "django-qcluster.Procfile"
     ).read_text()
     assert 'ENTRYPOINT ["start-all"]' in (project / "Dockerfile").read_text()
 
 
-def test_init_refuses_to_overwrite_without_force(tmp_path):
+def test_init_keeps_existing_files_and_writes_its_version_beside(tmp_path):
     project = django_project(tmp_path / "p")
     (project / "Procfile").write_text("web: mine\n")
-    result = start_all(project, "init", "django-native")
-    assert result.returncode == 1
-    assert "not overwriting Procfile" in result.stderr and "--force" in result.stderr
+    (project / "Dockerfile").write_text("FROM python:3.12\n")
+    result = start_all(project, "init", "django-native", "--diff")
+    assert result.returncode == 0, result.stderr
+    assert (project / "Procfile").read_text() == "web: mine\n"  # never overwritten
+    assert (project / "Dockerfile").read_text() == "FROM python:3.12\n"
+    template = (ROOT / "templates" / "procfiles" / "django-native.Procfile").read_text()
+    assert (project / "Procfile.start-all").read_text() == template
+    assert (project / ".dockerignore").is_file()  # what was missing is written
+    assert "kept " in result.stdout and "Procfile.start-all" in result.stdout
+    assert "+worker: python manage.py native_worker" in result.stdout  # the diff
+    assert "review `diff -u Procfile Procfile.start-all`" in result.stdout
+    again = start_all(project, "init", "django-native")  # twice: nothing new, nothing lost
+    assert again.returncode == 0 and "unchanged " in again.stdout
     assert (project / "Procfile").read_text() == "web: mine\n"
-    assert not (project / "Dockerfile").exists()  # nothing at all was written
     forced = start_all(project, "init", "django-native", "--force")
     assert forced.returncode == 0
     assert "native_worker" in (project / "Procfile").read_text()
+
+
+def test_fastapi_procfile_has_a_release_line_only_with_alembic(tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert start_all(bare, "init", "fastapi-native").returncode == 0
+    text = (bare / "Procfile").read_text()
+    assert not any(line.startswith("release:") for line in text.splitlines())
+    with_alembic = tmp_path / "alembic"
+    with_alembic.mkdir()
+    (with_alembic / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
+    assert start_all(with_alembic, "init", "fastapi-native").returncode == 0
+    text = (with_alembic / "Procfile").read_text()
+    assert "release: start-all migrate -- alembic upgrade head" in text.splitlines()
 
 
 def test_unknown_template_is_one_line_with_the_known_ones(tmp_path):
@@ -85,6 +104,7 @@ def test_unknown_template_is_one_line_with_the_known_ones(tmp_path):
 )
 def test_every_template_procfile_is_understood_by_start_all(tmp_path, template, kinds, env):
     project = django_project(tmp_path / "p")
+    (project / "alembic.ini").write_text("[alembic]\n")  # fastapi: a release line with it
     assert start_all(project, "init", template).returncode == 0
     plan = start_all(project, "--dry-run", "--json", env=kit_env(project, **env))
     assert plan.returncode == 0, plan.stderr
@@ -106,7 +126,7 @@ def test_init_works_from_an_installed_wheel(tmp_path):
     wheel = next(wheels.glob("start_all-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for template in TEMPLATES.values():
-        for source in template.values():
+        for source in template.values():  # every template is package data
             assert f"supervisor/kit/templates/{source}" in names
     target = tmp_path / "site"
     subprocess.run(
@@ -152,9 +172,7 @@ def test_the_example_uses_the_templates_unchanged():
     assert (example / "gunicorn.conf.py").read_text() == (
         templates / "gunicorn.conf.py"
     ).read_text()
-    assert (example / "demo" / "start_all_settings.py").read_text() == (
-        templates / "start_all_settings.py"
-    ).read_text()
+    assert "start_all_settings(globals())" in (example / "demo" / "settings.py").read_text()
 
 
 def test_the_root_procfile_runs_the_example(tmp_path):
@@ -176,7 +194,8 @@ def test_a_project_made_from_the_template_passes_check_strict(tmp_path):
         'SECRET_KEY = "x"\nALLOWED_HOSTS = ["myapp.koyeb.app"]\n'
         'INSTALLED_APPS = ["django.contrib.contenttypes", "django_q"]\n'
         'MIDDLEWARE = ["supervisor.contrib.django.HealthMiddleware"]\n'
-        "from .start_all_settings import *  # noqa\n"
+        "from supervisor.contrib.django import start_all_settings\n"
+        "start_all_settings(globals())\n"
     )
     assert start_all(project, "init", "django-qcluster").returncode == 0
     url = "postgresql://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres"

@@ -66,5 +66,8 @@ elif TASK_QUEUE == "celery":
     CELERY_WORKER_PREFETCH_MULTIPLIER = 1
     CELERY_BEAT_SCHEDULE = to_celery_beat_schedule(load_entries(START_ALL_SCHEDULES))
 
-# DATABASES, CACHES, Q_CLUSTER tuned for 512 MB: the start-all template, unchanged.
-from demo.start_all_settings import *  # noqa: E402,F403
+# DATABASES (DATABASE_URL, else SQLite in DATA_DIR), CACHES and Q_CLUSTER for 512 MB:
+# start-all's defaults for what is unset here, sized by start-all (`start-all check` lists them).
+from supervisor.contrib.django import start_all_settings  # noqa: E402
+
+start_all_settings(globals())
