@@ -203,6 +203,11 @@ def _check_port_free(port: int) -> None:
 
 def build_plan(settings: Settings, environ: Mapping[str, str]) -> Plan:
     """Resolve settings + Procfile (or defaults) into the Plan the runner executes."""
+    from supervisor.kit.dburl import validate
+
+    problem = validate(environ.get("DATABASE_URL", ""))  # one masked line, not a traceback later
+    if problem:
+        raise ConfigError(problem)
     procfile = settings.procfile
     if procfile is None and Path("Procfile").is_file():
         procfile = Path("Procfile")

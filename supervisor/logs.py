@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import time
 
+from supervisor.redact import LineRedactor, secrets_from
+
 MAX_LINE = 64 * 1024
 SUPERVISOR = "start-all"
 COLORS = (36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96)
@@ -37,8 +39,11 @@ class LogMux:
         self.labels: dict[str, bytes] = {}  # "web.1  | " per name, made once
         self.partial: dict[str, bytearray] = {}
         self.pending: list[bytes] = []
+        # no password of any URL in the environment (or in a line) leaves PID 1
+        self.redact = LineRedactor(secrets_from(dict(os.environ)))
 
     def _format(self, name: str, line: bytes) -> bytes:
+        line = self.redact(line)
         if self.json:
             import json  # only in JSON mode: PID 1 does not pay for it otherwise
 

@@ -461,6 +461,11 @@ def check_database(url: str, timeout: float) -> str:
     """One line: 'ok <ms>' or 'fail <category>'. Never the URL, host, user or message."""
     from urllib.parse import urlsplit
 
+    from supervisor.kit.dburl import libpq_url, validate
+
+    if validate(url):
+        return "fail malformed URL"
+    url = libpq_url(url)
     scheme, _, rest = url.partition("://")
     postgres = scheme.split("+")[0].lower() in ("postgres", "postgresql", "pgsql")
     try:

@@ -19,6 +19,7 @@ from supervisor.cli import SUBCOMMANDS
 from supervisor.config import ConfigError, build_plan, load_settings
 from supervisor.plan import Plan
 from supervisor.procfile import ProcfileError, load_env_file
+from supervisor.redact import redact, secrets_from
 
 EXIT_CONFIG = 2
 SIZING_VARIABLES = (
@@ -181,10 +182,11 @@ def main(argv: list[str]) -> int:
     try:
         plan = resolve(args)
     except (ConfigError, ProcfileError) as error:
-        print(f"start-all: {error}", file=sys.stderr)
+        print(redact(f"start-all: {error}", secrets_from(dict(os.environ))), file=sys.stderr)
         return EXIT_CONFIG
     if args.dry_run:
-        print(json.dumps(asdict(plan), indent=2) if args.json else describe(plan))
+        shown = json.dumps(asdict(plan), indent=2) if args.json else describe(plan)
+        print(redact(shown, secrets_from(dict(os.environ))))
         return 0
     become_subreaper()
     exec_runner(plan)

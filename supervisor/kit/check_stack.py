@@ -217,8 +217,16 @@ def check_database_url(project: Project) -> list[Finding]:
     url = project.environ.get("DATABASE_URL", "")
     if not url:
         return [Finding("ok", "DATABASE_URL not set (SQLite or the settings' own database)")]
-    parsed = dburl.parse(url)
+    try:
+        parsed = dburl.parse(url)
+    except dburl.BadUrl as error:
+        return [Finding("error", str(error))]
     findings = [Finding("ok", f"DATABASE_URL: {parsed.redacted}")]
+    if url.strip().count("@") > 1:
+        findings.append(Finding(
+            "warning", "DATABASE_URL has an unescaped '@' in its user or password", "DATABASE_URL",
+            "write it %40 (start-all copes; psql and other libpq tools read the host from the "
+            "first '@')"))
     if platforms.is_supabase(parsed.host):
         findings.append(Finding("warning", platforms.SUPABASE_PAUSE))
     if parsed.host.startswith("db.") and parsed.host.endswith(".supabase.co"):

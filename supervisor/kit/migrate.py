@@ -31,7 +31,8 @@ LOCK_KEY = int.from_bytes(hashlib.sha256(b"start-all migrate").digest()[:8], "bi
 
 
 def log(message: str) -> None:
-    print(f"start-all migrate: {message}", file=sys.stderr, flush=True)
+    masked = dburl.redact(message, dburl.secrets_from(dict(os.environ)))
+    print(f"start-all migrate: {masked}", file=sys.stderr, flush=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,7 +92,7 @@ def run_locked(url: dburl.DatabaseUrl, commands: list[list[str]], timeout: float
         # TCP keepalives: the lock connection sits idle while a long migration runs, and a NAT
         # or pooler dropping it as idle would release the lock under the migration
         connection = psycopg.connect(
-            url.url,
+            dburl.libpq_url(url.url),
             autocommit=True,
             connect_timeout=10,
             keepalives=1,
@@ -126,7 +127,11 @@ def main(argv: list[str]) -> int:
     if isinstance(commands, str):
         log(commands)
         return EXIT_BAD_INPUT
-    url = dburl.parse(args.database_url or os.environ.get("DATABASE_URL", ""))
+    try:
+        url = dburl.parse(args.database_url or os.environ.get("DATABASE_URL", ""))
+    except dburl.BadUrl as error:
+        log(str(error))
+        return EXIT_BAD_INPUT
     if not url.postgres:
         log("no PostgreSQL DATABASE_URL: running without a lock")
         return run_all(commands)

@@ -9,7 +9,9 @@ import os
 import sys
 from typing import Any
 
+from supervisor.kit.dburl import password_of
 from supervisor.native.exceptions import ConfigError
+from supervisor.redact import install_for_logging, redact, secrets_from
 
 
 def build_parser(prog: str = "python -m supervisor.native") -> argparse.ArgumentParser:
@@ -89,6 +91,7 @@ def run_worker(app: Any, args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.loglevel).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr,
     )
+    install_for_logging([*secrets_from(dict(os.environ)), password_of(app.database_url)])
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = Worker(
         app, concurrency=concurrency_for(args.concurrency, app), queues=queues,
@@ -114,6 +117,21 @@ def celery_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def _guard_secrets(app: Any) -> None:
+    """No password in any line or traceback of ours; a malformed URL is one line, exit 2."""
+    from supervisor.kit.dburl import password_of, validate
+
+    try:
+        url = app.database_url
+    except ConfigError:
+        return  # reported where it is used
+    problem = validate(url, "the native queue's database URL")
+    secrets = [*secrets_from(dict(os.environ)), password_of(url)]
+    install_for_logging(secrets)
+    if problem:
+        raise ConfigError(problem)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from supervisor.native import use_db_queue
@@ -129,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
             install_interruptible_sleep()  # before the task modules import time.sleep
         app = load_app(args.app)
+        _guard_secrets(app)
         if args.command == "migrate":
             from supervisor.native.backends import backend_for
 
@@ -139,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return run_worker(app, args)
     except ConfigError as error:
-        print(f"native: {error}", file=sys.stderr)
+        print(redact(f"native: {error}", secrets_from(dict(os.environ))), file=sys.stderr)
         return 2
     except Exception as error:
         import psycopg
 
         if isinstance(error, psycopg.OperationalError):
-            print(f"native: cannot reach the database: {str(error).strip()}", file=sys.stderr)
+            print(redact(f"native: cannot reach the database: {str(error).strip()}",
+                         secrets_from(dict(os.environ))), file=sys.stderr)
             return 1
         raise

@@ -212,6 +212,9 @@ def is_pooler(url: str) -> bool:
 def connect(url: str) -> Any:
     import psycopg
 
+    from supervisor.kit.dburl import libpq_url
+
+    url = libpq_url(url)  # an unescaped '@' in the password means what urllib reads
     extra = {"prepare_threshold": None} if is_pooler(url) else {}
     return psycopg.connect(url, autocommit=True, **extra)
 

@@ -129,7 +129,7 @@ def test_unreachable_database_is_one_line_exit_1(tmp_path):
     env = kit_env(tmp_path, DATABASE_URL="postgresql://postgres@127.0.0.1:1/nothing")
     result = start_all(tmp_path, "migrate", "--", "touch", "ran", env=env)
     assert result.returncode == 1
-    assert result.stderr.startswith("start-all migrate: cannot connect to postgresql://127.0.0.1:1")
+    assert result.stderr.startswith("start-all migrate: cannot connect to postgresql://postgres@127.0.0.1:1/nothing")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "ran").exists()
 
