@@ -323,6 +323,11 @@ def health_options(
         "token_set": settings.health_token is not None,
         "interval": settings.health_interval,
         "web_path": settings.health_web_path,
+        "web_probe": {  # the application check (webprobe.py), only where a web process runs
+            "path": settings.web_probe_path,
+            "host": settings.web_probe_host,
+            "timeout": settings.web_probe_timeout,
+        } if settings.web_probe_path and any(s.role == "web" for s in specs) else None,
         "db_interval": settings.health_db_interval,
         "db_timeout": settings.health_db_timeout,
         "heartbeat_interval": settings.heartbeat_interval,

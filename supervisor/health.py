@@ -67,9 +67,10 @@ def to_json(value: object) -> str:
 class HealthView:
     """Combines the loop's snapshot with the probes' results into the answers."""
 
-    def __init__(self, runtime, prober, options: dict) -> None:
+    def __init__(self, runtime, prober, options: dict, web_probe=None) -> None:
         self.runtime = runtime
         self.prober = prober
+        self.web_probe = web_probe  # supervisor.webprobe.WebProbe, when a page is checked
         self.options = options
         self.live_after = max(LIVE_AFTER, 3 * float(options.get("interval", 2.0)))
         self._cache: dict[tuple[str, bool], tuple[float, tuple, tuple[int, str, bytes]]] = {}
@@ -125,6 +126,15 @@ class HealthView:
         elif self.prober and self.prober.database_enabled:
             checks["database"] = {"ok": None, "detail": "first check pending"}
             ready = False
+        web_probe = self.web_probe
+        if web_probe is not None:  # a real page: broken means "send no traffic", not "restart"
+            checks["app"] = web_probe.result
+            if web_probe.result["ok"] is False:
+                # never worked since the web started: a broken release, not a passing fault
+                failing |= not web_probe.passed_once(snap)
+                degraded = True
+            if not web_probe.result["ok"]:
+                ready = False
         if self.prober and self.prober.error:
             checks["probes"] = {"ok": False, "detail": self.prober.error}
             degraded = True
@@ -166,7 +176,8 @@ class HealthView:
         now = time.monotonic()
         prober = self.prober
         sources = (self.runtime._base_snapshot, prober and prober.results,
-                   prober and prober.database, prober and prober.memory_restarts)
+                   prober and prober.database, prober and prober.memory_restarts,
+                   self.web_probe and self.web_probe.result)
         cached = self._cache.get((path, authorized))
         if cached and cached[0] > now and all(a is b for a, b in zip(cached[1], sources,
                                                                       strict=True)):
@@ -465,7 +476,13 @@ def start(runtime, options: dict, port: int) -> tuple[HealthServer | None, objec
     if run_dir:
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
     prober = Prober(runtime, options, port)
-    server = HealthServer(HealthView(runtime, prober, options),
+    web_probe = None
+    if options.get("web_probe"):
+        from supervisor.webprobe import WebProbe
+
+        web_probe = WebProbe(runtime, options["web_probe"], port, prober.interval)
+        messages.append(f"health: checking GET {options['web_probe']['path']} on port {port}")
+    server = HealthServer(HealthView(runtime, prober, options, web_probe),
                           os.environ.get("START_ALL_HEALTH_TOKEN") or None)
     if options.get("port"):
         try:
@@ -479,6 +496,8 @@ def start(runtime, options: dict, port: int) -> tuple[HealthServer | None, objec
             server.listen_unix(options["socket"])
         except OSError as error:
             messages.append(f"health: no unix socket for the children: {error.strerror}")
+    if web_probe is not None:
+        web_probe.start()
     prober.start()
     server.start()
     return server, prober, messages
@@ -488,6 +507,8 @@ def stop(server: HealthServer, prober, options: dict) -> None:
     """At the supervisor's exit: stop both threads, remove the socket and the private dir."""
     server.stop()
     prober.stop()
+    if server.view.web_probe is not None:
+        server.view.web_probe.stop()
     run_dir = options.get("run_dir")
     if not run_dir or not os.path.isdir(run_dir):
         return

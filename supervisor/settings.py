@@ -41,6 +41,18 @@ def _signal_name(value: str) -> str:
     return name
 
 
+def _request_part(value: str | None, what: str) -> str | None:
+    """A path or host that goes into an HTTP request line as is: no spaces, no new lines."""
+    if value is None:
+        return None
+    if not value or any(c.isspace() or ord(c) < 32 for c in value) or len(value) > 1024:
+        raise ValueError(f"{what} must be non-empty, without spaces or control characters")
+    if what == "a path" and not value.startswith("/"):
+        raise ValueError("a path must start with /")
+    return value
+
+
+
 class ProcessOverride(BaseModel):
     """Per-process settings: START_ALL_PROCESSES__<NAME>__<FIELD>=value."""
 
@@ -93,6 +105,10 @@ class Settings(BaseSettings):
     health_path: str = "/healthz"  # where the $PORT middlewares answer
     health_web_path: str | None = None  # HTTP GET probe of $PORT; unset: TCP connect
     health_interval: float = Field(2.0, gt=0, le=300)  # web/worker probes and memory
+    # the application check (webprobe.py): a real page; 5xx -> /readyz 503, /healthz degraded
+    web_probe_path: str | None = None
+    web_probe_host: str = "localhost"  # the Host header: one the app accepts (ALLOWED_HOSTS)
+    web_probe_timeout: float = Field(2.0, gt=0, le=60)
     health_db_interval: float = Field(30.0, gt=0, le=3600)
     health_db_timeout: float = Field(3.0, gt=0, le=60)
     health_socket: str | None = None  # set by the supervisor for its children
@@ -105,6 +121,16 @@ class Settings(BaseSettings):
     worker_max_rss_mb: int | None = Field(None, ge=1)
     watchdog_share: float = Field(0.5, ge=0, le=1)  # of the memory limit; 0: no watchdog
     watchdog_mb: int | None = Field(None, ge=1)
+
+    @field_validator("web_probe_path")
+    @classmethod
+    def _probe_path(cls, value: str | None) -> str | None:
+        return _request_part(value, "a path")
+
+    @field_validator("web_probe_host")
+    @classmethod
+    def _probe_host(cls, value: str) -> str:
+        return _request_part(value, "a host")
 
 
 def known_variables() -> set[str]:

@@ -1,0 +1,95 @@
+"""The application check (START_ALL_WEB_PROBE_PATH): a real page answering 5xx, or not in time,
+makes /readyz 503 and /healthz degraded (200), and recovers when the page does. Real gunicorn,
+a real supervisor as PID 1."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+from tests.conftest import START_ALL, VENV_ENV, free_port
+from tests.health.conftest import HERE, process, wait_health
+
+GUNICORN = (f"gunicorn --chdir {HERE} --bind 127.0.0.1:$PORT --workers 2 --timeout 60 "
+            "flaky_app:app")
+
+
+def test_a_broken_page_makes_readyz_503_and_healthz_degraded(run_supervisor, henv, tmp_path):
+    flag = tmp_path / "broken"
+    henv |= {"BROKEN_FLAG": str(flag), "START_ALL_WEB_PROBE_PATH": "/"}
+    sup = run_supervisor(f"web: {GUNICORN}\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    code, report = wait_health(hport, lambda c, r: c == 200 and r["ready"], 30,
+                               "ready with the page answering 200")
+    assert report["checks"]["app"]["ok"] is True
+    assert report["checks"]["app"]["detail"] == "GET / answered 200"
+
+    flag.touch()  # every page now answers 500, while gunicorn itself is fine
+    code, report = wait_health(hport, lambda c, r: c == 503, 20, "/readyz 503",
+                               path="/readyz")
+    code, report = wait_health(hport, lambda c, r: r["status"] == "degraded", 20,
+                               "/healthz degraded")
+    assert code == 200  # a restart would not fix the page: not a liveness failure
+    assert report["checks"]["app"] == {**report["checks"]["app"], "ok": False,
+                                       "detail": "GET / answered 500"}
+    web = process(report, "web.1")
+    assert web["healthy"] and web["state"] == "running" and web["restarts"] == 0
+
+    flag.unlink()
+    wait_health(hport, lambda c, r: c == 200 and r["ready"], 20, "ready again",
+                path="/readyz")
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+def test_a_page_that_does_not_answer_in_time_counts_as_broken(run_supervisor, henv, tmp_path):
+    slow = tmp_path / "slow"
+    henv |= {"BROKEN_FLAG": str(tmp_path / "never"), "SLOW_FLAG": str(slow),
+             "START_ALL_WEB_PROBE_PATH": "/", "START_ALL_WEB_PROBE_TIMEOUT": "0.5"}
+    sup = run_supervisor(f"web: {GUNICORN}\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    wait_health(hport, lambda c, r: c == 200 and r["ready"], 30, "ready")
+    slow.touch()
+    code, report = wait_health(hport, lambda c, r: r["checks"]["app"]["ok"] is False,
+                               30, "the slow page reported")
+    assert report["checks"]["app"]["detail"] == "GET /: no answer within 0.5 s"
+    assert code == 200 and report["status"] == "degraded" and not report["ready"]
+    # the check has its own thread: the loop and the other probes go on meanwhile
+    assert wait_health(hport, lambda c, r: c == 200, 5, "/livez", path="/livez")
+    slow.unlink()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+def test_a_release_whose_page_never_worked_is_not_healthy(run_supervisor, henv, tmp_path):
+    """Before the page has worked once, a broken page is a broken release: /healthz 503, so a
+    platform with a single health check (Koyeb) keeps the previous deployment."""
+    flag = tmp_path / "broken"
+    flag.touch()
+    henv |= {"BROKEN_FLAG": str(flag), "START_ALL_WEB_PROBE_PATH": "/"}
+    sup = run_supervisor(f"web: {GUNICORN}\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    code, report = wait_health(hport, lambda c, r: r["checks"]["app"]["ok"] is False, 30,
+                               "the broken page reported")
+    assert code == 503 and report["status"] == "failing"
+    assert process(report, "web.1")["healthy"]  # gunicorn itself is fine
+    flag.unlink()
+    wait_health(hport, lambda c, r: c == 200 and r["status"] == "ok", 20, "healthy once it works")
+    flag.touch()  # from now on a broken page is a fault to route around, not a broken release
+    code, report = wait_health(hport, lambda c, r: r["checks"]["app"]["ok"] is False, 20,
+                               "broken again")
+    assert code == 200 and report["status"] == "degraded"
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+def test_a_bad_probe_path_is_refused_in_one_line(tmp_path):
+    (tmp_path / "Procfile").write_text("web: gunicorn app:app\n")
+    env = {**VENV_ENV, "PATH": VENV_ENV["PATH"], "PORT": str(free_port()),
+           "START_ALL_WEB_PROBE_PATH": "/ HTTP/1.1\r\nX: y"}
+    result = subprocess.run([*START_ALL, "--dry-run"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith("start-all: START_ALL_WEB_PROBE_PATH: Value error, a path "
+                                    "must be non-empty, without spaces")
+    assert len(result.stderr.splitlines()) == 1
