@@ -11,6 +11,7 @@ from typing import Any
 from supervisor.native.conf import Settings, defaults
 from supervisor.native.control import Control
 from supervisor.native.exceptions import ConfigError, NotRegistered
+from supervisor.native.ratelimit import parse_rate
 from supervisor.native.task import Task, autoretry_wrapper
 
 _current: Celery | None = None
@@ -21,7 +22,7 @@ TASK_OPTIONS = (
     "max_retries", "default_retry_delay", "autoretry_for", "dont_autoretry_for", "retry_kwargs",
     "retry_backoff", "retry_backoff_max", "retry_jitter", "ignore_result", "time_limit",
     "soft_time_limit", "queue", "priority", "expires", "acks_late", "track_started", "typing",
-    "serializer",
+    "serializer", "rate_limit",
 )
 
 
@@ -129,6 +130,7 @@ class Celery:
         base = options.get("base") or self.Task
         unknown = set(options) - {"name", "base", "bind", "_shared", *TASK_OPTIONS}
         attrs: dict[str, Any] = {k: v for k, v in options.items() if k in TASK_OPTIONS}
+        parse_rate(attrs.get("rate_limit"))  # a malformed rate fails here, in one line
         attrs.update(name=name, app=self, bind=bool(options.get("bind")), __wrapped__=fun,
                      __doc__=fun.__doc__, __module__=fun.__module__, _unknown=unknown)
         if options.get("_shared"):

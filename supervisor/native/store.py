@@ -383,14 +383,21 @@ class PgWorkerDb:
 
     def exchange(self, finish: list[list] | None, claim: dict | None) -> tuple[int, list]:
         """Finish a batch and claim the next one in one round trip (pipeline mode)."""
-        done = claimed = None
+        done = claimed = limited = None
         with self.conn.pipeline():
             if finish:
                 done = self.conn.execute(FINISH, finish)
-            if claim:
+            if claim and claim.get("limited"):  # rate-limited names: see ratelimit.py
+                from supervisor.native import ratelimit
+
+                claimed = self.conn.execute(ratelimit.exclude_limited(CLAIM), claim)
+                limited = self.conn.execute(ratelimit.CLAIM_LIMITED, claim)
+            elif claim:
                 claimed = self.conn.execute(CLAIM, claim)
-        return (done.fetchone()[0] if done is not None else 0,
-                claimed.fetchall() if claimed is not None else [])
+        rows = claimed.fetchall() if claimed is not None else []
+        if limited is not None:
+            rows += limited.fetchall()
+        return (done.fetchone()[0] if done is not None else 0, rows)
 
     def release(self, ids: list[int], tokens: list) -> int:
         return len(self.conn.execute(RELEASE, (ids, tokens)).fetchall())
@@ -430,7 +437,16 @@ class PgWorkerDb:
         ).fetchone()
         return row[0] if row else None
 
-    def next_due(self, queues: list[str]) -> float | None:
+    def next_due(self, queues: list[str], limits: dict | None = None) -> float | None:
+        if limits:  # the soonest of a plain job and a rate-limited job's next token
+            from supervisor.native import ratelimit
+
+            plain = self.conn.execute(NEXT_DUE.rstrip() + " AND NOT (name = ANY(%s))",
+                                      (queues, limits["limited"])).fetchone()[0]
+            rated = self.conn.execute(ratelimit.NEXT_LIMITED,
+                                      {**limits, "queues": queues}).fetchone()[0]
+            known = [d for d in (plain, rated) if d is not None]
+            return min(known) if known else None
         row = self.conn.execute(NEXT_DUE, (queues,)).fetchone()
         return row[0] if row else None
 

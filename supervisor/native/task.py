@@ -101,6 +101,7 @@ class Task:
     ignore_result: bool | None = None
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    rate_limit: str | float | None = None  # across all workers (native/ratelimit.py)
     queue: str | None = None
     priority: int | None = None
     expires: Any = None

@@ -25,11 +25,12 @@ from collections import Counter, deque
 from datetime import timedelta
 from typing import Any
 
-from supervisor.native import control, dispatch
+from supervisor.native import control, dispatch, ratelimit
 from supervisor.native import store as sql
 from supervisor.native.backends import backend_for
 from supervisor.native.cron import Cron, parse
 from supervisor.native.exceptions import (
+    ConfigError,
     TimeLimitExceeded,
 )
 from supervisor.native.executor import (
@@ -115,6 +116,7 @@ class Worker:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.pool = make_pool(pool, self)
+        self.limits: dict | None = None
 
     def adapt(self) -> None:
         """Size the prefetch: jobs held but not started wait, so hold about PREFETCH_BUDGET
@@ -201,7 +203,7 @@ class Worker:
             written, rows = self.db.exchange(
                 self._finish_params(batch) if batch else None,
                 {"queues": self.queues, "limit": limit, "token": token, "worker": self.id,
-                 "lease": self.lease} if limit > 0 else None,
+                 "lease": self.lease, **(self.limits or {})} if limit > 0 else None,
             )
             self.last_claimed = len(rows)
         except Exception:
@@ -397,6 +399,10 @@ class Worker:
         """Run until stopped; returns the process exit code."""
         self.install_signals()
         self.app.import_pending()
+        self.limits = ratelimit.limits_of(self.app)  # None: plain claims only
+        if self.limits and self.db.dialect != "postgresql":
+            raise ConfigError(f"rate_limit ({', '.join(self.limits['limited'])}) needs "
+                              "PostgreSQL; the SQLite development queue cannot honour it")
         self._connect()
         for _ in range(self.concurrency):
             self._start_thread()
@@ -411,6 +417,7 @@ class Worker:
         next_poll = now
         next_cron = 0.0 if self.cron.entries else float("inf")
         maybe_more = True
+        due_at = float("inf")  # when the next delayed (or rate-limited) job becomes due
         stop_deadline = None
         # with processes each child recycles itself; with threads the worker does
         per_child = self.pool.kind == "prefork"
@@ -470,13 +477,16 @@ class Worker:
                     self.done_since = 0.0
                 elif want_claim:
                     self._exchange(False, free)
-                due_in = poll
+                # a wake-up for another reason (a task finished) keeps the known due time
+                due_in = min(poll, max(0.0, due_at - now))
                 if want_claim:
                     maybe_more = self.last_claimed == free
                     if not maybe_more:
-                        next_due = self.db.next_due(self.queues)
+                        next_due = (self.db.next_due(self.queues, self.limits) if self.limits
+                                    else self.db.next_due(self.queues))
                         if next_due is not None:
                             due_in = max(0.0, next_due)
+                            due_at = now + due_in
                     elif self.ready.qsize() < self.concurrency:
                         continue  # the queue is not empty and threads are free: go round
                 failures = 0
@@ -500,6 +510,7 @@ class Worker:
                     maybe_more = True
                 if due_in <= timeout:
                     maybe_more = True
+                    due_at = float("inf")
             except Exception as error:
                 if not isinstance(error, self.db.Error):
                     raise

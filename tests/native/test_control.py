@@ -155,3 +155,43 @@ def test_signals_follow_use_db_queue():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "USE_DB_QUEUE": "true"},
                          capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_rate_limit_holds_across_two_worker_processes(ptasks, db, start_worker, tmp_path):
+    db.execute("TRUNCATE start_all.rate_limits")
+    workers = [start_worker("-c", "2", app="pooltasks:app") for _ in range(2)]
+    path = tmp_path / "rl"
+    limited = [ptasks.limited.delay(str(path)) for _ in range(12)]  # rate_limit="5/s"
+    plain = [ptasks.unlimited.delay(str(tmp_path / "plain")) for _ in range(20)]
+    assert all(r.get(timeout=60) for r in limited + plain)
+    rows = db.execute("SELECT extract(epoch FROM started_at)::float8, worker FROM start_all.jobs "
+                      "WHERE name = 'pooltasks.limited' ORDER BY started_at").fetchall()
+    starts = [r[0] for r in rows]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.2 - 1e-3, f"5/s means one start every 200 ms in all: {gaps}"
+    assert len({r[1] for r in rows}) == 2, "both workers ran some: the limit is shared"
+    assert {int(line.split()[1]) for line in lines(path)} == {w.proc.pid for w in workers}
+
+
+def test_rate_strings_and_a_bad_one():
+    from supervisor.native import Celery
+    from supervisor.native.exceptions import ConfigError
+    from supervisor.native.ratelimit import limits_of, parse_rate
+
+    assert parse_rate("10/s") == 10 and parse_rate("120/m") == 2 and parse_rate(7) == 7
+    assert parse_rate("3600/h") == 1 and parse_rate(None) is None and parse_rate("0/s") is None
+    app = Celery("rates", broker="postgresql://unused/db", set_as_current=False)
+
+    @app.task(rate_limit="100/m")
+    def some():
+        pass
+
+    @app.task
+    def plain():
+        pass
+
+    assert limits_of(app) == {"limited": [some.name], "every": [0.6], "burst": [1]}
+    with pytest.raises(ConfigError, match="rate_limit 'ten'"):
+        app.task(rate_limit="ten")(lambda: None)
+    del app.tasks[some.name]
+    assert limits_of(app) is None, "no rate-limited task: the plain claim, unchanged"
