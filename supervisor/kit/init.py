@@ -19,6 +19,8 @@ from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
+from supervisor.kit import platforms
+
 EXIT_BAD_INPUT = 2
 SIDE_SUFFIX = ".start-all"
 DJANGO_COMMON = {
@@ -41,7 +43,23 @@ KINDS: dict[str, dict[str, str]] = {
 }
 TEMPLATES = KINDS  # the older name
 # platform -> {destination: source}, added by `--platform NAME` on top of the kind's files
-PLATFORMS: dict[str, dict[str, str]] = {}
+PLATFORMS: dict[str, dict[str, str]] = {
+    **{p.name: {p.config_file: p.template} for p in platforms.PLATFORMS.values()},
+    "kubernetes": {"kubernetes/start-all.yaml": "kubernetes/start-all.yaml"},
+}
+# what to do by hand on each platform after init
+PLATFORM_STEPS = {
+    "koyeb": "koyeb.json: replace the repository, create the secrets database-url and "
+    "secret-key, then create the service from it (docs/platforms.md)",
+    "render": "render.yaml: rename the service, then New > Blueprint in Render's dashboard and "
+    "set DATABASE_URL there",
+    "fly": "fly.toml: set app and primary_region, then `fly launch --no-deploy` and "
+    "`fly secrets set DATABASE_URL=... SECRET_KEY=...`",
+    "railway": "railway.json: keep deploy.drainingSeconds above START_ALL_STOP_TIMEOUT + 0.5 s "
+    "(Railway's default is 0 s); set DATABASE_URL and SECRET_KEY as service variables",
+    "kubernetes": "kubernetes/start-all.yaml: set the image, create the secret myapp-env, "
+    "`kubectl apply -f kubernetes/start-all.yaml`",
+}
 SETTINGS_IN_MANAGE = re.compile(r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)['\"]")
 UVICORN_GRACEFUL = " --timeout-graceful-shutdown 7"
 
@@ -109,7 +127,9 @@ def content(source: str, project: Path) -> bytes:
     return render(data.decode(), project).encode() if render else data
 
 
-def next_steps(kind: str, project: Path, side_files: list[Path]) -> list[str]:
+def next_steps(
+    kind: str, project: Path, side_files: list[Path], platform: str | None = None
+) -> list[str]:
     steps = []
     if kind.startswith("django"):
         module = settings_module_name(project)
@@ -136,6 +156,8 @@ def next_steps(kind: str, project: Path, side_files: list[Path]) -> list[str]:
         steps.append(f"review `diff -u {name} {name}{SIDE_SUFFIX}` and merge or replace")
     if kind in ("django-qcluster",):
         steps.append("with Schedule rows of your own: `start-all schedules sync --adopt`")
+    if platform:
+        steps.append(PLATFORM_STEPS[platform])
     steps.append(f"`start-all check {project}`")
     return steps
 
@@ -198,6 +220,7 @@ def main(argv: list[str]) -> int:
         path.write_bytes(data)
         print(f"wrote {path}")
     print("next steps:")
-    for number, step in enumerate(next_steps(args.kind, project, side_files), start=1):
+    steps = next_steps(args.kind, project, side_files, getattr(args, "platform", None))
+    for number, step in enumerate(steps, start=1):
         print(f"  {number}. {step}")
     return 0

@@ -246,3 +246,39 @@ def test_check_warns_when_the_stop_budget_exceeds_the_platform_grace(
     else:
         assert budget == [], result.stdout
     assert any(line.startswith("ok: platform:") for line in result.stdout.splitlines())
+
+
+# --- `start-all init KIND --platform NAME` ------------------------------------------------
+
+
+def run_init(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*START_ALL, "init", "django-native", str(project), *args],
+        env={"PATH": VENV_ENV["PATH"], "PYTHONPATH": VENV_ENV["PYTHONPATH"]},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("name", [*sorted(platforms.PLATFORMS), "kubernetes"])
+def test_init_writes_the_platform_file_and_check_accepts_it(tmp_path, name):
+    from supervisor.kit.init import PLATFORMS
+
+    ((dest, source),) = PLATFORMS[name].items()
+    result = run_init(tmp_path, "--platform", name)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / dest).read_bytes() == (TEMPLATES / source).read_bytes()
+    assert f"wrote {tmp_path / dest}" in result.stdout
+    assert "next steps:" in result.stdout and dest.split("/")[0] in result.stdout
+    again = run_init(tmp_path, "--platform", name)
+    assert f"unchanged {tmp_path / dest}" in again.stdout
+    if name in platforms.PLATFORMS:  # the file alone tells check which host it is
+        checked = run_check(tmp_path, {})
+        assert f"ok: platform: {platforms.PLATFORMS[name].title} (from {dest}" in checked.stdout
+        assert "START_ALL_STOP_TIMEOUT" not in checked.stdout, checked.stdout
+
+
+def test_init_refuses_an_unknown_platform(tmp_path):
+    result = run_init(tmp_path, "--platform", "heroku")
+    assert result.returncode == 2
+    assert "invalid choice: 'heroku'" in result.stderr
+    assert not (tmp_path / "Procfile").exists()
