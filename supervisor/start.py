@@ -152,6 +152,23 @@ def describe_resources(plan: Plan) -> list[str]:
     return lines
 
 
+def describe_settings(plan: Plan) -> list[str]:
+    """What start_all_settings() changes in a Django app's settings, seen with the worker's
+    environment (its sizing included); nothing for other apps (`--dry-run`)."""
+    from supervisor.kit.check_django import settings_changes
+
+    worker = next((s for s in plan.processes if s.role != "web"), None)
+    environ = {**os.environ, **(worker.env if worker else {})}
+    changes = settings_changes(Path.cwd(), environ)
+    if changes is None:
+        return []
+    if isinstance(changes, str):
+        return [f"  django settings: {changes}"]
+    return ["  django settings: start_all_settings() changes:" if changes else
+            "  django settings: start_all_settings() changes nothing"] + [
+        f"    {change}" for change in changes]
+
+
 def become_subreaper() -> None:
     """Outside a container, collect orphans of our children like PID 1 would (survives exec)."""
     if os.getpid() == 1:
@@ -186,6 +203,8 @@ def main(argv: list[str]) -> int:
         return EXIT_CONFIG
     if args.dry_run:
         shown = json.dumps(asdict(plan), indent=2) if args.json else describe(plan)
+        if not args.json:
+            shown = "\n".join([shown, *describe_settings(plan)])
         print(redact(shown, secrets_from(dict(os.environ))))
         return 0
     become_subreaper()

@@ -384,3 +384,16 @@ def check_database_rows(project: Project) -> list[Finding]:
         findings.append(Finding("ok", f"database: queue and {len(rows['schedules'])} Schedule "
                                 "row(s) consistent"))
     return findings
+
+
+def settings_changes(root: Path, environ: dict[str, str]) -> list[str] | str | None:
+    """What start_all_settings() changes in the app's settings under ENVIRON (the worker's
+    environment, sizing included): for `--dry-run`. None when not a Django project (or the
+    settings do not call it); a one-line error when they cannot be imported."""
+    module = settings_module(root, environ)
+    if not module:
+        return None
+    settings = load_settings(root, module, environ)
+    if isinstance(settings, str):
+        return settings
+    return settings.get("START_ALL_SETTINGS_CHANGES")

@@ -12,14 +12,17 @@ file whose path that setting may name instead):
 django-q2: `sync_django()` makes the Schedule rows named "start-all:<name>" match the list:
 missing ones are created, changed ones updated (their next run kept unless the timing
 changed), duplicates and entries no longer listed deleted. Rows with other names (made in
-the admin) are never touched. Running it twice changes nothing, so every deploy may run it.
+the admin, a data migration) are never touched, but a row of the app's own that runs the
+same function as an entry means it runs twice: the sync says so, and `--adopt` takes such a
+row over instead (renamed "start-all:<name>", made to match the entry, its id kept).
+Running it twice changes nothing, so every deploy may run it.
 
 Native worker: `to_beat_schedule()` gives the same list in Celery's beat_schedule shape
 (cron strings, which the native worker reads); `to_celery_beat_schedule()` for Celery beat.
 
 `start-all schedules list [FILE]` prints the entries with their next runs;
-`start-all schedules sync` syncs django-q2 through `manage.py shell`. Exit: 0 ok, 1 the sync
-failed, 2 bad input (the message names the entry).
+`start-all schedules sync [--adopt]` syncs django-q2 through `manage.py shell`. Exit: 0 ok,
+1 the sync failed, 2 bad input (the message names the entry).
 """
 
 from __future__ import annotations
@@ -190,14 +193,26 @@ class SyncResult:
     updated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    twice: list[str] = field(default_factory=list)  # "entry: row 'x' also runs func"
 
     def __str__(self) -> str:
-        parts = [f"{len(v)} {k}" for k, v in vars(self).items()]
+        parts = [f"{len(v)} {k}" for k, v in vars(self).items() if k != "twice"]
         return ", ".join(parts)
 
 
-def sync_django(entries: list[Entry], now: datetime | None = None) -> SyncResult:
-    """Make django-q2's managed Schedule rows match `entries` (idempotent)."""
+def _adoptable(rows: list, entry: Entry, values: dict):
+    """Of the app's own rows running entry.func, the one to take over: same arguments
+    first, else the oldest."""
+    same = [row for row in rows if (row.args, row.kwargs) == (values["args"], values["kwargs"])]
+    return (same or rows)[0] if rows else None
+
+
+def sync_django(
+    entries: list[Entry], now: datetime | None = None, adopt: bool = False
+) -> SyncResult:
+    """Make django-q2's managed Schedule rows match `entries` (idempotent). With adopt, a
+    row of the app's own running an entry's function is taken over rather than doubled."""
     from django.db import transaction
     from django_q.models import Schedule
 
@@ -214,9 +229,29 @@ def sync_django(entries: list[Entry], now: datetime | None = None) -> SyncResult
             else:  # no longer declared, or a duplicate
                 result.deleted.append(row.name)
                 row.delete()
+        own: dict[str, list] = {}
+        for row in Schedule.objects.select_for_update().exclude(
+            name__startswith=MANAGED_PREFIX
+        ).order_by("id"):
+            own.setdefault(row.func, []).append(row)
         for name, entry in wanted.items():
             values = fields[name]
             row = kept.get(name)
+            candidate = _adoptable(own.get(entry.func, []), entry, values) if adopt else None
+            if candidate is not None:
+                if row is not None:  # an earlier plain sync doubled it: the app's row stays
+                    result.deleted.append(row.name)
+                    row.delete()
+                own[entry.func].remove(candidate)
+                result.adopted.append(f"{entry.name} (row {candidate.name!r}, id {candidate.id})")
+                candidate.name = name
+                candidate.save(update_fields=["name"])
+                row = candidate
+            for other in own.get(entry.func, []):
+                result.twice.append(
+                    f"{entry.name}: Schedule row {other.name!r} (id {other.id}) also runs "
+                    f"{entry.func}"
+                )
             if row is None:
                 Schedule.objects.create(name=name, next_run=entry.next_run(now), **values)
                 result.created.append(entry.name)
@@ -234,13 +269,19 @@ def sync_django(entries: list[Entry], now: datetime | None = None) -> SyncResult
     return result
 
 
-def sync_from_settings() -> SyncResult:
+def sync_from_settings(adopt: bool = False) -> SyncResult:
     """Sync settings.START_ALL_SCHEDULES (run inside `manage.py shell`)."""
     from django.conf import settings
 
     declared = getattr(settings, "START_ALL_SCHEDULES", [])
-    result = sync_django(load_entries(declared))
+    result = sync_django(load_entries(declared), adopt=adopt)
     print(f"start-all schedules: django-q2 synced: {result}", flush=True)
+    for name in result.adopted:
+        print(f"start-all schedules: adopted the app's own row for {name}", flush=True)
+    for twice in result.twice:
+        hint = "" if adopt else " (`start-all schedules sync --adopt` takes it over)"
+        print(f"start-all schedules: warning: {twice}: it runs twice{hint}",
+              file=sys.stderr, flush=True)
     return result
 
 
@@ -248,16 +289,17 @@ SYNC_CODE = """\
 import sys
 from supervisor.kit.schedules import ScheduleError, sync_from_settings
 try:
-    sync_from_settings()
+    sync_from_settings(adopt=ADOPT)
 except ScheduleError as error:
     print(f"start-all schedules: {error}", file=sys.stderr)
     sys.exit(2)
 """
 
 
-def django_sync_command(manage: str = "manage.py") -> list[str]:
+def django_sync_command(manage: str = "manage.py", adopt: bool = False) -> list[str]:
     """Runs the sync with the project's own settings, whatever manage.py selects."""
-    return [sys.executable, manage, "shell", "--no-startup", "--verbosity", "0", "-c", SYNC_CODE]
+    code = SYNC_CODE.replace("ADOPT", repr(bool(adopt)))
+    return [sys.executable, manage, "shell", "--no-startup", "--verbosity", "0", "-c", code]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -268,6 +310,8 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--beat", action="store_true", help="print the native beat_schedule")
     sync = sub.add_parser("sync", help="sync settings.START_ALL_SCHEDULES to django-q2")
     sync.add_argument("--manage", default="manage.py", help="path to manage.py")
+    sync.add_argument("--adopt", action="store_true",
+                      help="take over the app's own Schedule rows running the same function")
     return p
 
 
@@ -277,7 +321,7 @@ def main(argv: list[str]) -> int:
         if not Path(args.manage).is_file():
             print(f"start-all schedules: {args.manage} not found", file=sys.stderr)
             return EXIT_BAD_INPUT
-        code = subprocess.call(django_sync_command(args.manage))
+        code = subprocess.call(django_sync_command(args.manage, adopt=args.adopt))
         return code if code in (0, EXIT_BAD_INPUT) else EXIT_FAILED
     try:
         entries = load_entries(args.file)

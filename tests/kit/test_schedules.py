@@ -274,3 +274,38 @@ def test_list_shows_next_runs(tmp_path):
         "a: bookings.tasks.cleanup_old_records (cron 0 3 * * *), next "
     )
     assert "b: bookings.tasks.send_confirmation (every 300 s)" in result.stdout
+
+
+def test_adopt_takes_the_apps_own_row_over_instead_of_doubling_it(q_project):
+    project, schedules, env = q_project
+    # the app's own row, as a data migration or the admin made it: same function as entry a
+    shell(
+        project,
+        env,
+        "from django_q.models import Schedule\n"
+        "Schedule.objects.create(name='nightly cleanup', func='bookings.tasks.cleanup_old_records',"
+        " kwargs=\"{'days': 30}\", schedule_type='C', cron='0 3 * * *')",
+    )
+    own_id = rows(project, env)[0]["id"]
+    schedules.write_text(V1)
+
+    plain = sync(project, env)  # without --adopt: said loudly, not hidden
+    assert plain.returncode == 0
+    assert "Schedule row 'nightly cleanup'" in plain.stderr and "runs twice" in plain.stderr
+    assert "--adopt" in plain.stderr
+    assert [r["func"] for r in rows(project, env)].count("bookings.tasks.cleanup_old_records") == 2
+
+    # back to the app's row alone, then the documented path: --adopt
+    shell(project, env, "from django_q.models import Schedule\n"
+          "Schedule.objects.filter(name__startswith='start-all:').delete()")
+    adopted = start_all(project, "schedules", "sync", "--adopt", env=env)
+    assert adopted.returncode == 0, adopted.stderr
+    # b is new; a is the adopted row, which already matched the entry
+    assert "1 created, 0 updated, 0 deleted, 1 unchanged, 1 adopted" in adopted.stdout
+    assert "adopted the app's own row for a (row 'nightly cleanup'" in adopted.stdout
+    assert "runs twice" not in adopted.stderr
+    after = {r["name"]: r for r in rows(project, env)}
+    assert set(after) == {"start-all:a", "start-all:b"}
+    assert after["start-all:a"]["id"] == own_id  # the same row, renamed: no duplicate
+    again = sync(project, env)
+    assert "0 created, 0 updated, 0 deleted, 2 unchanged, 0 adopted" in again.stdout
