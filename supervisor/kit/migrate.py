@@ -48,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
         help="then sync settings.START_ALL_SCHEDULES to django-q2 (under the same lock)",
     )
     p.add_argument(
+        "--adopt",
+        action="store_true",
+        help="with --sync-schedules: take over the app's own Schedule rows running the same "
+        "function (see `start-all schedules sync --adopt`)",
+    )
+    p.add_argument(
         "--lock-timeout", type=float, default=600, help="seconds to wait for the lock (600)"
     )
     p.add_argument(
@@ -68,7 +74,7 @@ def commands_for(args: argparse.Namespace) -> list[list[str]] | str:
     if args.sync_schedules:
         from supervisor.kit.schedules import django_sync_command
 
-        commands.append(django_sync_command(args.manage))
+        commands.append(django_sync_command(args.manage, adopt=args.adopt))
     return commands
 
 
