@@ -182,3 +182,25 @@ def test_bad_pool_name_is_one_line_and_exit_2(db, start_worker):
     worker = start_worker("-P", "gevent", app="pooltasks:app", ready=False)
     assert worker.wait(20) == 2
     assert "--pool 'gevent'" in worker.output and "Traceback" not in worker.output
+
+
+def test_prefork_memory_watchdog_counts_children_and_restarts_gracefully(
+        ptasks, db, pg_url, run_supervisor, tmp_path):
+    """The watchdog sums the PSS of the worker's tree, children included: a child holding
+    200 MiB gets the worker a graceful restart, and its task still finishes."""
+    marks = tmp_path / "grow"
+    procfile = (f"worker: {sys.executable} -m supervisor.native worker -A pooltasks:app "
+                "-P prefork -c 1\n")
+    env = {**VENV_ENV, "PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}", "NATIVE_TEST_DB_URL": pg_url,
+           "START_ALL_STOP_TIMEOUT": "20", "START_ALL_WATCHDOG_MB": "150",
+           "START_ALL_HEALTH_INTERVAL": "0.2"}
+    sup = run_supervisor(procfile, env=env)
+    sup.wait_line(r"ready:", timeout=30)
+    r = ptasks.grow.delay(str(marks), 200, 2.0)
+    sup.wait_line(r"memory watchdog: tree PSS \d+ MiB over 150 MiB", timeout=30)
+    assert r.get(timeout=30) == 200, "the running task finished during the graceful stop"
+    wait_for(lambda: sup.output.count("ready:") >= 2, 30, "the worker restarted")
+    assert "stopped cleanly" in sup.output and "SIGKILL" not in sup.output, sup.output
+    assert ptasks.add.delay(1, 1).get(timeout=20) == 2
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0

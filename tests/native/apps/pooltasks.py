@@ -133,3 +133,21 @@ if os.environ.get("POOL_TEST_SIGNALS"):
     ]
     for _signal, _name, _fields in _receivers:
         _signal.connect(_recorder(_name, _fields), weak=False)
+
+
+@app.task
+def crunch(n):
+    """A fixed amount of pure-Python CPU work (holds the GIL between bytecodes)."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+@app.task
+def grow(path, mib, seconds):
+    """Hold `mib` MiB of touched memory in the process running the task for `seconds`."""
+    block = b"x" * (mib * 1024 * 1024)
+    _append(path, f"holding {len(block) // 2**20} {os.getpid()}")
+    time.sleep(seconds)
+    return len(block) // 2**20
