@@ -8,31 +8,40 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from supervisor.native import canvas
 from supervisor.native.conf import Settings, defaults
 from supervisor.native.control import Control
+from supervisor.native.current import current_app, get_current, set_current
 from supervisor.native.exceptions import ConfigError, NotRegistered
 from supervisor.native.ratelimit import parse_rate
 from supervisor.native.task import Task, autoretry_wrapper
 
-_current: Celery | None = None
+__all__ = ["Celery", "current_app", "shared_task"]
+
 _shared: list[tuple[Callable, dict]] = []  # @shared_task definitions, bound to every app
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards lazy backend creation only
 
-TASK_OPTIONS = (
-    "max_retries", "default_retry_delay", "autoretry_for", "dont_autoretry_for", "retry_kwargs",
-    "retry_backoff", "retry_backoff_max", "retry_jitter", "ignore_result", "time_limit",
-    "soft_time_limit", "queue", "priority", "expires", "acks_late", "track_started", "typing",
-    "serializer", "rate_limit",
-)
+# decorator options that are not plain Task attributes
+DECORATOR_OPTIONS = ("name", "base", "bind", "_shared", "pydantic", "pydantic_strict",
+                     "pydantic_context", "pydantic_dump_kwargs")
 
 
-def current_app() -> Celery:
-    """The most recently created app (or a default one reading DATABASE_URL)."""
-    global _current
-    with _lock:
-        if _current is None:
-            _current = Celery("default")
-        return _current
+class AppSignal:
+    """app.on_after_configure and friends: connect receivers, send once the app is set up."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.receivers: list[Callable] = []
+
+    def connect(self, receiver: Callable | None = None, **_options: Any) -> Any:
+        if receiver is None:
+            return lambda fn: self.connect(fn)
+        if receiver not in self.receivers:
+            self.receivers.append(receiver)
+        return receiver
+
+    def send(self, sender: Any, **named: Any) -> list:
+        return [(r, r(sender=sender, signal=self, **named)) for r in list(self.receivers)]
 
 
 class Celery:
@@ -43,7 +52,6 @@ class Celery:
     def __init__(self, main: str | None = None, broker: str | None = None,
                  backend: str | None = None, include: list[str] | None = None,
                  set_as_current: bool = True, **config: Any) -> None:
-        global _current
         self.main = main
         self.conf = Settings(defaults())
         self.conf.update(config)
@@ -54,11 +62,60 @@ class Celery:
         self.control = Control(self)
         self._backend: Any = None
         self._pending_autodiscover: list[tuple[Any, str]] = []
+        self._placeholders: dict[str, Task] = {}
+        self.on_configure = AppSignal("on_configure")
+        self.on_after_configure = AppSignal("on_after_configure")
+        self.on_after_finalize = AppSignal("on_after_finalize")
+        self.finalized = False
+        self._register_builtins()
         for fun, options in _shared:
             self._register(fun, options)
         if set_as_current:
-            with _lock:
-                _current = self
+            set_current(self)
+
+    def _register_builtins(self) -> None:
+        """The tasks canvas runs as jobs (map, starmap, collecting a nested group)."""
+        self._register(lambda task, it: canvas.run_map(task, it, False), {"name": "celery.map"})
+        self._register(lambda task, it: canvas.run_map(task, it, True),
+                       {"name": "celery.starmap"})
+        self._register(lambda *results: results[0] if len(results) == 1 else list(results),
+                       {"name": "celery.accumulate"})
+
+    def finalize(self, auto: bool = False) -> None:
+        """Send on_after_configure / on_after_finalize once (the worker calls this at start),
+        so add_periodic_task() calls in receivers land in beat_schedule in time."""
+        if self.finalized:
+            return
+        self.finalized = True
+        self.on_configure.send(sender=self)
+        self.on_after_configure.send(sender=self, source=self.conf)
+        self.on_after_finalize.send(sender=self)
+
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = None,
+                          name: str | None = None, **options: Any) -> str:
+        """Celery's add_periodic_task: an entry in beat_schedule, fired by the worker."""
+        sig = canvas.maybe_signature(sig, self) if isinstance(sig, dict) else sig
+        if type(sig) is not canvas.Signature:
+            raise TypeError("add_periodic_task: the native beat sends single task signatures; "
+                            f"got a {type(sig).__name__}")
+        key = name or f"{sig.name}{tuple(sig.args)!r}"
+        entry = {"task": sig.name, "schedule": schedule, "args": list(args or sig.args),
+                 "kwargs": dict(kwargs or sig.kwargs),
+                 "options": {**sig.options, **options}}
+        self.conf.beat_schedule = {**(self.conf.get("beat_schedule") or {}), key: entry}
+        return key
+
+    def signature(self, *args: Any, **kwargs: Any) -> canvas.Signature:
+        kwargs.setdefault("app", self)
+        return canvas.signature(*args, **kwargs)
+
+    def placeholder_task(self, name: str) -> Task:
+        """A stand-in for a task not registered here (send_task, signatures by name)."""
+        task = self._placeholders.get(name)
+        if task is None:
+            task = type(name, (self.Task,), {"name": name, "app": self, "typing": False})()
+            self._placeholders[name] = task
+        return task
 
     # --- configuration ----------------------------------------------------------------------
     def config_from_object(self, obj: Any, namespace: str | None = None, silent: bool = False,
@@ -128,24 +185,47 @@ class Celery:
         ):
             return known
         base = options.get("base") or self.Task
-        unknown = set(options) - {"name", "base", "bind", "_shared", *TASK_OPTIONS}
-        attrs: dict[str, Any] = {k: v for k, v in options.items() if k in TASK_OPTIONS}
+        # as in Celery, any other option becomes an attribute of the task class
+        attrs: dict[str, Any] = {k: v for k, v in options.items() if k not in DECORATOR_OPTIONS}
         parse_rate(attrs.get("rate_limit"))  # a malformed rate fails here, in one line
-        attrs.update(name=name, app=self, bind=bool(options.get("bind")), __wrapped__=fun,
-                     __doc__=fun.__doc__, __module__=fun.__module__, _unknown=unknown)
+        attrs.update(name=name, app=self, bind=bool(options.get("bind")),
+                     __wrapped__=staticmethod(fun),  # the plain function, never bound
+                     __doc__=fun.__doc__, __module__=fun.__module__)
         if options.get("_shared"):
             attrs["app"] = property(lambda _self: current_app())
-        cls = type(fun.__name__, (base,), attrs)
+        cls = type(getattr(fun, "__name__", "task"), (base,), attrs)
         task = cls()
         run = (lambda *a, **kw: fun(task, *a, **kw)) if task.bind else fun
+        if options.get("pydantic"):
+            run = _pydantic_wrapper(fun, run, options)
         if task.autoretry_for:
             run = autoretry_wrapper(task, run)
         task.run = run
         self.tasks[name] = task
         return task
 
-    def register_task(self, task: Task) -> Task:
-        self.tasks[task.name] = task
+    def register_task(self, task: Any, **options: Any) -> Task:
+        """Register a class-based task (an instance or the class): its class is bound to this
+        app, with class-level options (autoretry_for included) honoured, so every instance
+        of it sends through this app."""
+        cls = task if isinstance(task, type) else type(task)
+        task = task() if isinstance(task, type) else task
+        parse_rate(getattr(cls, "rate_limit", None))
+        if not cls.name:
+            cls.name = f"{cls.__module__}.{cls.__name__}"
+        if not isinstance(cls.__dict__.get("app"), property):
+            cls.app = self
+        if "__wrapped__" not in cls.__dict__:
+            original = cls.run
+            cls.__wrapped__ = staticmethod(original)  # for the argument check at .delay()
+            cls.bind = True  # run() takes self
+            if cls.autoretry_for:
+                def run(self_: Task, *args: Any, **kwargs: Any) -> Any:
+                    call = autoretry_wrapper(self_, lambda *a, **kw: original(self_, *a, **kw))
+                    return call(*args, **kwargs)
+
+                cls.run = run
+        self.tasks[cls.name] = task
         return task
 
     def get_task(self, name: str) -> Task:
@@ -158,10 +238,12 @@ class Celery:
         """Queue a task by name (it need not be importable here)."""
         from supervisor.native.result import AsyncResult
 
-        task = self.tasks.get(name) or type(name, (self.Task,), {"name": name, "app": self})()
+        task = self.tasks.get(name) or self.placeholder_task(name)
         job = task.build_job(args, kwargs, **options)
         self.backend.enqueue([job])
-        return AsyncResult(job.task_id, app=self, task_name=name)
+        result = AsyncResult(job.task_id, app=self, task_name=name)
+        result.ignored = job.ignore_result
+        return result
 
     def AsyncResult(self, task_id: str) -> Any:  # noqa: N802 - Celery's name
         from supervisor.native.result import AsyncResult
@@ -215,9 +297,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
 
     def decorate(fun: Callable) -> Task:
         _shared.append((fun, options))
-        with _lock:
-            existing = list(filter(None, [_current]))
-        task = None
+        existing = list(filter(None, [get_current()]))
         for app in existing:
             app._register(fun, options)
         # the object handed back sends through whichever app is current at call time
@@ -227,6 +307,36 @@ def shared_task(*args: Any, **options: Any) -> Any:
     if len(args) == 1 and callable(args[0]) and not options:
         return decorate(args[0])
     return decorate
+
+
+def _pydantic_wrapper(fun: Callable, run: Callable, options: dict) -> Callable:
+    """pydantic=True: arguments validated into the annotated types, a model result dumped to
+    a dict (JSON), as Celery does."""
+    import pydantic
+
+    hints = {k: v for k, v in getattr(fun, "__annotations__", {}).items() if k != "return"}
+    adapters = {k: pydantic.TypeAdapter(v) for k, v in hints.items()}
+    strict = options.get("pydantic_strict", False)
+    context = options.get("pydantic_context")
+    dump_kwargs = options.get("pydantic_dump_kwargs") or {}
+    import inspect
+
+    params = list(inspect.signature(fun).parameters)
+    if options.get("bind"):
+        params = params[1:]
+
+    def validated(*args: Any, **kwargs: Any) -> Any:
+        args = [adapters[p].validate_python(a, strict=strict, context=context)
+                if p in adapters else a for p, a in zip(params, args, strict=False)
+                ] + list(args[len(params):])
+        kwargs = {k: adapters[k].validate_python(v, strict=strict, context=context)
+                  if k in adapters else v for k, v in kwargs.items()}
+        value = run(*args, **kwargs)
+        if isinstance(value, pydantic.BaseModel):
+            return value.model_dump(**{"mode": "json", **dump_kwargs})
+        return value
+
+    return validated
 
 
 def _django_setup_if_needed() -> None:
@@ -279,3 +389,9 @@ def _django_database_url() -> str | None:
         password=db.get("PASSWORD") or None, host=db.get("HOST") or None,
         port=str(db.get("PORT")) if db.get("PORT") else None,
     )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_current":  # older callers read the current app here; it lives in current.py
+        return get_current()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

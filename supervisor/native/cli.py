@@ -44,7 +44,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser, app_required: bool) ->
 
 
 def load_app(spec: str) -> Any:
-    """'pkg.module:app', or 'pkg.module' holding `app` or `celery`, as Celery's -A does."""
+    """'pkg.module:app', or 'pkg' / 'pkg.module' holding `app` or `celery` (or any app), or
+    its `celery` submodule holding one: the places Celery's -A looks."""
     from supervisor.native.app import Celery
 
     module_name, _, attr = spec.partition(":")
@@ -53,12 +54,33 @@ def load_app(spec: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(f"-A {spec}: cannot import {module_name} ({error})") from None
-    candidates = [attr] if attr else ["app", "celery"]
-    for name in candidates:
-        app = getattr(module, name, None)
+    if attr:
+        app = getattr(module, attr, None)
         if isinstance(app, Celery):
             return app
-    raise ConfigError(f"-A {spec}: no native Celery app found (looked for {', '.join(candidates)})")
+        raise ConfigError(f"-A {spec}: {attr} in {module_name} is not a native Celery app")
+    app = _find_app(module, Celery)
+    if app is None and hasattr(module, "__path__"):  # a package: try pkg.celery, as Celery
+        try:
+            app = _find_app(importlib.import_module(f"{module_name}.celery"), Celery)
+        except ModuleNotFoundError as error:
+            if error.name != f"{module_name}.celery":
+                raise
+    if app is None:
+        raise ConfigError(f"-A {spec}: no native Celery app found (looked for app, celery, "
+                          f"any Celery instance, and {module_name}.celery)")
+    return app
+
+
+def _find_app(module: Any, kind: type) -> Any:
+    for name in ("app", "celery"):
+        value = getattr(module, name, None)
+        if isinstance(value, kind):
+            return value
+        if value is not None and isinstance(getattr(value, "app", None), kind):
+            return value.app  # `celery` being the proj.celery module itself
+    found = [v for v in vars(module).values() if isinstance(v, kind)]
+    return found[0] if len(found) == 1 else None
 
 
 def concurrency_for(option: int | None, app: Any) -> int:
@@ -93,6 +115,8 @@ def run_worker(app: Any, args: argparse.Namespace) -> int:
     )
     install_for_logging([*secrets_from(dict(os.environ)), password_of(app.database_url)])
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    app.import_pending()
+    app.finalize()  # on_after_configure receivers (add_periodic_task) run before beat starts
     worker = Worker(
         app, concurrency=concurrency_for(args.concurrency, app), queues=queues,
         poll_only=args.poll_only, beat=False if args.without_beat else None,

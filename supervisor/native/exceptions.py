@@ -70,4 +70,17 @@ class Ignore(NativeError):
 
 
 class Reject(NativeError):
-    """Raised by a task to drop its message (stored as FAILURE here)."""
+    """Raised by a task to refuse its message: requeue=True puts it back in the queue,
+    otherwise it is dropped (stored as FAILURE, so the refusal stays visible)."""
+
+    def __init__(self, reason: object = None, requeue: bool = False) -> None:
+        self.reason, self.requeue = reason, requeue
+        super().__init__(reason, requeue)
+
+
+class ChordError(NativeError):
+    """A chord's body did not run because a task in its header failed."""
+
+
+class ImproperlyConfigured(NativeError):
+    """A setting has a value that cannot work."""

@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supervisor.native import dispatch
-from supervisor.native.exceptions import Ignore, NotRegistered, Retry, TaskRevokedError
-from supervisor.native.serial import dumps_result, exception_to_dict
+from supervisor.native.canvas import Replaced, run_errbacks_in_worker
+from supervisor.native.exceptions import Ignore, NotRegistered, Reject, Retry, TaskRevokedError
+from supervisor.native.serial import dumps, dumps_result, exception_to_dict
 
 log = logging.getLogger("supervisor.native")
 # statuses the loop reports for an outcome
 SUCCESS, FAILURE, RETRY, REVOKED, FORGET = "SUCCESS", "FAILURE", "RETRY", "REVOKED", "FORGET"
+REPLACED = "REPLACED"  # Task.replace(): the row waits for its replacement's result
 
 
 class Held:
@@ -68,6 +70,36 @@ def raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
+class _Rejected(Exception):
+    def __init__(self, reject: Reject) -> None:
+        self.reject = reject
+
+
+def request_fields(job: Held, hostname: str) -> dict:
+    """`self.request` of a job run by a worker: Celery's fields, workflow ones included."""
+    options = job.options or {}
+    headers = options.get("headers") or {}
+    fields = {
+        # custom headers read as request attributes too, as in Celery
+        **{k: v for k, v in headers.items() if isinstance(k, str) and k.isidentifier()},
+        "id": job.task_id, "args": job.args, "kwargs": job.kwargs, "retries": job.retries,
+        "is_eager": False, "called_directly": False, "hostname": hostname, "task": job.name,
+        "delivery_info": {"routing_key": job.queue, "priority": job.priority,
+                          "exchange": "", "redelivered": False},
+        "ignore_result": job.ignore_result,
+        "root_id": options.get("root_id") or job.task_id, "parent_id": options.get("parent_id"),
+        "group_id": options.get("group_id"), "group_index": options.get("group_index"),
+        "chord": options.get("chord"), "headers": headers or None,
+        "time_limit": options.get("time_limit"), "soft_time_limit": options.get("soft_time_limit"),
+        "callbacks": options.get("link"), "errbacks": options.get("link_error"),
+        "chain": options.get("chain"),
+        "properties": {"correlation_id": job.task_id, "priority": job.priority,
+                       "delivery_info": {"routing_key": job.queue}},
+        "reply_to": None, "correlation_id": job.task_id,
+    }
+    return fields
+
+
 def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
     """Run one job in this (executor) thread and describe how it ended; never raises."""
     task = app.tasks.get(job.name)
@@ -79,12 +111,7 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         reason = "expired" if job.expired else "revoked"
         return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError(reason)))
     args, kwargs = job.args, job.kwargs
-    task.push_request(
-        id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, is_eager=False,
-        called_directly=False, hostname=hostname, task=job.name,
-        delivery_info={"routing_key": job.queue, "priority": job.priority},
-        ignore_result=job.ignore_result,
-    )
+    task.push_request(**request_fields(job, hostname))
     status, value, einfo = FAILURE, None, None
     dispatch.task_prerun.send(sender=task, task_id=job.task_id, task=task, args=args,
                               kwargs=kwargs)
@@ -103,7 +130,7 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         task.on_success(value, job.task_id, args, kwargs)
         dispatch.task_success.send(sender=task, result=value)
         if job.ignore_result:
-            return Outcome(job, FORGET)
+            return Outcome(job, FORGET, encoded)  # the row goes; a chain still gets the value
         return Outcome(job, SUCCESS, encoded)
     except Retry as retry:
         status, einfo = RETRY, tb_module.format_exc()
@@ -122,9 +149,18 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
             json.dumps(list(new_args)) if new_args is not None else None,
             json.dumps(dict(new_kwargs)) if new_kwargs is not None else None,
         )
+    except Replaced as replaced:
+        status = REPLACED
+        return Outcome(job, REPLACED, dumps(replaced.sig))
     except Ignore:
         status = "IGNORED"
         return Outcome(job, FORGET)
+    except Reject as reject:
+        if not reject.requeue:
+            raise _Rejected(reject) from None
+        status = RETRY
+        log.info("%s[%s] rejected with requeue: back in the queue", job.name, job.task_id)
+        return Outcome(job, RETRY, exception_to_dict(reject))
     except BaseException as exc:  # noqa: BLE001 - a task may raise anything
         value, einfo = exc, tb_module.format_exc()
         if job.terminated:
@@ -132,12 +168,15 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
             dispatch.task_revoked.send(sender=task, request=task.request, terminated=True,
                                        signum=None, expired=False)
             return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("terminated")))
+        exc = exc.reject if isinstance(exc, _Rejected) else exc
         try:
             task.on_failure(exc, job.task_id, args, kwargs, einfo)
         except Exception:
             log.exception("on_failure handler of %s failed", job.name)
         dispatch.task_failure.send(sender=task, task_id=job.task_id, exception=exc, args=args,
                                    kwargs=kwargs, traceback=exc.__traceback__, einfo=einfo)
+        if job.options and job.options.get("link_error"):
+            run_errbacks_in_worker(app, task.request, exc, einfo)
         return Outcome(job, FAILURE, exception_to_dict(exc), einfo)
     finally:
         try:

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from typing import Any
 
 from supervisor.native import states
+from supervisor.native.current import current_app
 from supervisor.native.exceptions import TaskRevokedError, TimeoutError
 from supervisor.native.serial import exception_from_dict
+
+
+@contextlib.contextmanager
+def allow_join_result():
+    """Celery forbids get() inside a task unless wrapped in this; here get() always works."""
+    yield
+
+
+def get_task_logger(name: str) -> logging.Logger:
+    """Celery's get_task_logger: a standard logger under the `celery.task` name."""
+    return logging.getLogger(name)
 
 
 class _ResultBase:
@@ -53,13 +67,14 @@ class _ResultBase:
 
 
 class AsyncResult(_ResultBase):
-    def __init__(self, id: str, app: Any = None, task_name: str | None = None) -> None:
-        from supervisor.native.app import current_app
-
+    def __init__(self, id: str, backend: Any = None, task_name: str | None = None,
+                 app: Any = None, parent: Any = None) -> None:
         self.id = str(id)
         self.app = app or current_app()
         self._cache: dict | None = None
         self._task_name = task_name
+        self.parent = parent
+        self.ignored = False  # sent with ignore_result: get() returns None at once
 
     def _meta(self) -> dict | None:
         if self._cache is not None:
@@ -75,6 +90,8 @@ class AsyncResult(_ResultBase):
         if meta is None:
             return states.PENDING
         status = meta["status"]
+        if status == "REPLACED":  # its replacement is still running
+            return states.STARTED if self.app.conf.task_track_started else states.PENDING
         if status == "RESERVED":  # held by a worker
             if self.app.conf.task_track_started:
                 return states.STARTED
@@ -84,7 +101,7 @@ class AsyncResult(_ResultBase):
     @property
     def result(self) -> Any:
         meta = self._meta()
-        if meta is None or meta["status"] in ("PENDING", "RESERVED"):
+        if meta is None or meta["status"] in ("PENDING", "RESERVED", "REPLACED"):
             return None
         value = meta["result"]
         if meta["status"] in states.EXCEPTION_STATES:
@@ -126,6 +143,8 @@ class AsyncResult(_ResultBase):
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = 0.5, **_ignored: Any) -> Any:
         """Wait until the task is ready; re-raise its exception when `propagate` (the default)."""
+        if self.ignored:
+            return None
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.005  # start fast: most tasks finish in milliseconds
         while True:
@@ -182,21 +201,49 @@ class EagerResult(_ResultBase):
         pass
 
 
-class GroupResult:
-    """The results of a group(), in call order."""
+class ResultSet:
+    """Several results waited on together (GroupResult adds an id that can be saved)."""
 
-    def __init__(self, id: str, results: list) -> None:
-        self.id, self.results = id, results
+    def __init__(self, results: list, app: Any = None, **_ignored: Any) -> None:
+        self.results = list(results)
+        self._app = app
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **kw: Any) -> list:
+    @property
+    def app(self) -> Any:
+        return self._app or current_app()
+
+    def add(self, result: Any) -> None:
+        if result not in self.results:
+            self.results.append(result)
+
+    def update(self, results: list) -> None:
+        self.results.extend(r for r in results if r not in self.results)
+
+    def discard(self, result: Any) -> None:
+        if result in self.results:
+            self.results.remove(result)
+
+    remove = discard
+
+    def clear(self) -> None:
+        self.results.clear()
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 0.5, callback: Any = None, **kw: Any) -> list:
+        """Every result, in order; waits for all of them (at most `timeout` in total)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
         for r in self.results:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            values.append(r.get(timeout=left, propagate=propagate, **kw))
+            value = r.get(timeout=left, propagate=propagate, interval=interval, **kw)
+            if callback is not None:
+                callback(r.id, value)
+            else:
+                values.append(value)
         return values
 
     join = get
+    join_native = get
 
     def ready(self) -> bool:
         return all(r.ready() for r in self.results)
@@ -207,15 +254,85 @@ class GroupResult:
     def failed(self) -> bool:
         return any(r.failed() for r in self.results)
 
+    def waiting(self) -> bool:
+        return not self.ready()
+
     def completed_count(self) -> int:
         return sum(1 for r in self.results if r.successful())
 
-    def revoke(self, terminate: bool = False, **kw: Any) -> None:
+    def revoke(self, connection: Any = None, terminate: bool = False, **kw: Any) -> None:
         for r in self.results:
             r.revoke(terminate=terminate)
+
+    def forget(self) -> None:
+        for r in self.results:
+            r.forget()
+
+    def iterate(self, timeout: float | None = None, propagate: bool = True, **kw: Any):
+        for r in self.results:
+            yield r.get(timeout=timeout, propagate=propagate, **kw)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.results[index]
 
     def __len__(self) -> int:
         return len(self.results)
 
     def __iter__(self):
         return iter(self.results)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ResultSet):
+            return other.results == self.results
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
+
+
+class GroupResult(ResultSet):
+    """The results of a group(), in call order; save() keeps it for GroupResult.restore()."""
+
+    def __init__(self, id: str | None = None, results: list | None = None, parent: Any = None,
+                 app: Any = None, **kw: Any) -> None:
+        super().__init__(results or [], app=app)
+        self.id, self.parent = id, parent
+
+    def _tree(self) -> list:
+        return [r._tree() if isinstance(r, GroupResult) else r.id for r in self.results]
+
+    def save(self, backend: Any = None) -> GroupResult:
+        self.app.backend.save_group(self.id, {"results": self._tree()})
+        return self
+
+    def delete(self, backend: Any = None) -> None:
+        self.app.backend.delete_group(self.id)
+
+    @classmethod
+    def restore(cls, id: str, backend: Any = None, app: Any = None) -> GroupResult | None:
+        app = app or current_app()
+        saved = app.backend.restore_group(id)
+        if saved is None:
+            return None
+
+        def build(tree: list) -> list:
+            return [GroupResult(None, build(t), app=app) if isinstance(t, list)
+                    else AsyncResult(t, app=app) for t in tree]
+
+        return cls(id, build(saved["results"]), app=app)
+
+    @property
+    def children(self) -> list:
+        return self.results
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(str(r) for r in self.results)}]>"

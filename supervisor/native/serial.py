@@ -1,18 +1,88 @@
-"""JSON in and out: arguments are checked at .delay() time, exceptions travel as plain data."""
+"""JSON in and out: arguments are checked at .delay() time, exceptions travel as plain data.
+
+Celery's JSON types (datetime, date, time, UUID, Decimal, bytes) travel in kombu's envelope,
+{"__type__": "datetime", "__value__": "2026-01-01T00:00:00"}, so rows written by either side
+read the same. Plain values never reach the hooks below: they cost nothing.
+"""
 
 from __future__ import annotations
 
+import base64
 import builtins
 import importlib
 import json
+import uuid
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 from supervisor.native.exceptions import EncodeError
 
 
+def _envelope(kind: str, value: Any) -> dict:
+    return {"__type__": kind, "__value__": value}
+
+
+def encode_extra(value: Any) -> Any:
+    """json.dumps(default=...): the extra types Celery's JSON serializer carries."""
+    if isinstance(value, datetime):  # before date: a datetime is a date
+        return _envelope("datetime", value.isoformat())
+    if isinstance(value, date):
+        return _envelope("date", value.isoformat())
+    if isinstance(value, time):
+        return _envelope("time", value.isoformat())
+    if isinstance(value, Decimal):
+        return _envelope("decimal", str(value))
+    if isinstance(value, uuid.UUID):
+        return _envelope("uuid", {"hex": value.hex})
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return _envelope("bytes", raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _envelope("base64", base64.b64encode(raw).decode("ascii"))
+    if hasattr(value, "__json__"):  # e.g. a signature-like object offering its own form
+        return value.__json__()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_DECODERS = {
+    "datetime": datetime.fromisoformat,
+    "date": lambda v: datetime.fromisoformat(v).date(),
+    "time": time.fromisoformat,
+    "decimal": Decimal,
+    "uuid": lambda v: uuid.UUID(**v) if isinstance(v, dict) else uuid.UUID(v),
+    "bytes": lambda v: v.encode("utf-8"),
+    "base64": lambda v: base64.b64decode(v.encode("ascii")),
+}
+
+
+def _object_hook(obj: dict) -> Any:
+    if len(obj) == 2 and "__type__" in obj and "__value__" in obj:
+        decoder = _DECODERS.get(obj["__type__"])
+        if decoder is not None:
+            return decoder(obj["__value__"])
+    return obj
+
+
+def dumps(value: Any) -> str:
+    """json.dumps with Celery's extra types."""
+    return json.dumps(value, default=encode_extra)
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads turning Celery's typed envelopes back into their values."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        text = bytes(text).decode("utf-8")
+    return json.loads(text, object_hook=_object_hook)
+
+
+_EXTRA = (date, time, Decimal, uuid.UUID, bytes, bytearray)
+
+
 def _culprit(value: Any, where: str) -> str | None:
     """The path of the first value JSON cannot carry, e.g. "args[1]['when']"."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None or isinstance(value, (str, int, float, bool, *_EXTRA)):
         return None
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -36,7 +106,7 @@ def dumps_call(task_name: str, args: Any, kwargs: Any) -> tuple[str, str]:
     args = list(args or ())
     kwargs = dict(kwargs or {})
     try:
-        return json.dumps(args), json.dumps(kwargs)
+        return dumps(args), dumps(kwargs)
     except (TypeError, ValueError):
         culprit = _culprit(args, "args") or _culprit(kwargs, "kwargs") or "an argument"
         raise EncodeError(
@@ -46,7 +116,7 @@ def dumps_call(task_name: str, args: Any, kwargs: Any) -> tuple[str, str]:
 
 def dumps_result(value: Any) -> str:
     try:
-        return json.dumps(value)
+        return dumps(value)
     except (TypeError, ValueError):
         raise EncodeError(
             f"result is not JSON-serialisable: {_culprit(value, 'result') or type(value).__name__}"
@@ -57,7 +127,7 @@ def exception_to_dict(exc: BaseException) -> dict:
     args = []
     for arg in exc.args:
         try:
-            json.dumps(arg)
+            dumps(arg)
             args.append(arg)
         except (TypeError, ValueError):
             args.append(repr(arg))
@@ -91,5 +161,7 @@ def exception_from_dict(data: dict) -> BaseException:
     try:
         return cls(*args)
     except Exception:
-        exc = Exception(*args)
+        # a custom __init__ that wants other arguments: keep the class, set args directly
+        exc = cls.__new__(cls)
+        exc.args = tuple(args)
         return exc

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from supervisor.native.task import Job
+from supervisor.native.job import Job
+from supervisor.native.serial import loads
 
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 
@@ -213,10 +214,10 @@ class SqliteStore:
             return None
         status, result, traceback, retries, finished_at, name, args, kwargs = row
         return {
-            "status": status, "result": json.loads(result) if result is not None else None,
+            "status": status, "result": loads(result) if result is not None else None,
             "traceback": traceback, "retries": retries, "name": name,
             "finished_at": datetime.fromtimestamp(finished_at, UTC) if finished_at else None,
-            "args": json.loads(args), "kwargs": json.loads(kwargs),
+            "args": loads(args), "kwargs": loads(kwargs),
         }
 
     def revoke(self, task_ids: list[str], terminate: bool = False) -> None:
@@ -295,8 +296,8 @@ class SqliteWorkerDb:
                 raw = conn.execute(statement, (
                     str(claim["token"]), claim["worker"], now, now + claim["lease"], *queues,
                     now, claim["limit"], now)).fetchall()
-                rows = [(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6]),
-                         json.loads(r[7]) if r[7] else None, r[8], bool(r[9]), r[10],
+                rows = [(r[0], r[1], r[2], r[3], r[4], loads(r[5]), loads(r[6]),
+                         loads(r[7]) if r[7] else None, r[8], bool(r[9]), r[10],
                          bool(r[11]), r[12]) for r in raw]
             return written, rows
 

@@ -14,7 +14,7 @@ import weakref
 from importlib import resources
 from typing import Any
 
-from supervisor.native.task import Job
+from supervisor.native.job import Job
 
 log = logging.getLogger("supervisor.native")
 
@@ -211,12 +211,16 @@ def is_pooler(url: str) -> bool:
 
 def connect(url: str) -> Any:
     import psycopg
+    from psycopg.types.json import set_json_loads
 
     from supervisor.kit.dburl import libpq_url
+    from supervisor.native.serial import loads
 
     url = libpq_url(url)  # an unescaped '@' in the password means what urllib reads
     extra = {"prepare_threshold": None} if is_pooler(url) else {}
-    return psycopg.connect(url, autocommit=True, **extra)
+    conn = psycopg.connect(url, autocommit=True, **extra)
+    set_json_loads(loads, conn)  # Celery's typed values (datetime, UUID, ...) come back typed
+    return conn
 
 
 def migrate(conn: Any) -> list[str]:
@@ -308,6 +312,32 @@ class PgStore:
         self.execute(ENQUEUE, params)
         dispatch.publishing(jobs, after=True)
 
+    # --- canvas (supervisor/native/canvas_store.py holds the statements) ----------------
+    def _with_connection(self, action: Any) -> Any:
+        with self._lock:
+            return action(self._connection())
+
+    def submit(self, jobs: list[Job], chords: list) -> None:
+        """A workflow: its chord counters and first jobs in one transaction."""
+        from supervisor.native import canvas_store
+
+        self._with_connection(lambda conn: canvas_store.submit(conn, jobs, chords))
+
+    def save_group(self, group_id: str, results: dict) -> None:
+        from supervisor.native import canvas_store
+
+        self._with_connection(lambda conn: canvas_store.save_group(conn, group_id, results))
+
+    def restore_group(self, group_id: str) -> dict | None:
+        from supervisor.native import canvas_store
+
+        return self._with_connection(lambda conn: canvas_store.restore_group(conn, group_id))
+
+    def delete_group(self, group_id: str) -> None:
+        from supervisor.native import canvas_store
+
+        self._with_connection(lambda conn: canvas_store.delete_group(conn, group_id))
+
     def get_meta(self, task_id: str) -> dict | None:
         rows = self.execute(GET_META, (task_id,))
         if not rows:
@@ -398,6 +428,13 @@ class PgWorkerDb:
         if limited is not None:
             rows += limited.fetchall()
         return (done.fetchone()[0] if done is not None else 0, rows)
+
+    def finish_flow(self, finish: list[list], hook: Any) -> int:
+        """Finish jobs that are part of a workflow: the finish and what follows it (canvas
+        follow-ups, chord counters) commit in one transaction."""
+        from supervisor.native import canvas_store
+
+        return canvas_store.finish_flow(self.conn, FINISH, finish, hook)
 
     def release(self, ids: list[int], tokens: list) -> int:
         return len(self.conn.execute(RELEASE, (ids, tokens)).fetchall())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 import traceback as tb_module
@@ -10,14 +11,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from supervisor.native import states
+from supervisor.native.canvas import Signature, chunks, group, xmap, xstarmap
 from supervisor.native.exceptions import (
     EncodeError,
     Ignore,
     MaxRetriesExceededError,
     Retry,
 )
+from supervisor.native.job import Job
 from supervisor.native.result import AsyncResult, EagerResult
-from supervisor.native.serial import dumps_call
+from supervisor.native.serial import dumps, dumps_call
+
+__all__ = ["Task", "Context", "Job", "Signature", "group", "backoff_interval"]
 
 
 def backoff_interval(factor: int, retries: int, maximum: float, full_jitter: bool) -> int:
@@ -47,22 +52,23 @@ class Context:
         self.task: str | None = None
         self.root_id: str | None = None
         self.parent_id: str | None = None
+        self.group_id: str | None = None
+        self.group_index: int | None = None
+        self.chord: str | None = None
+        self.headers: dict | None = None
+        self.properties: dict = {}
+        self.time_limit: float | None = None
+        self.soft_time_limit: float | None = None
+        self.callbacks: list | None = None
+        self.errbacks: list | None = None
+        self.chain: list | None = None
+        self.replaced_task_nesting = 0
         self.retry_request: Retry | None = None  # set by retry(throw=False)
         self.__dict__.update(fields)
+        self.timelimit = (self.time_limit, self.soft_time_limit)
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
-
-
-class Job:
-    """One row to insert: the JSON is already encoded, timing is left to the database clock."""
-
-    __slots__ = ("task_id", "name", "queue", "priority", "args", "kwargs", "options", "eta",
-                 "countdown", "expires_at", "expires_in", "ignore_result", "retries")
-
-    def __init__(self, **fields: Any) -> None:
-        for slot in self.__slots__:
-            setattr(self, slot, fields.get(slot))
 
 
 def _routed_queue(routes: Any, name: str) -> str | None:
@@ -160,33 +166,95 @@ class Task:
         return self.apply_async(args, kwargs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: partial arguments, the rest given when it is called or chained."""
         return Signature(self, args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
-        return Signature(self, args, kwargs)
+        """An immutable signature: a chain does not pass it the previous result."""
+        return Signature(self, args, kwargs, immutable=True)
 
-    def signature(self, args: Any = None, kwargs: Any = None, **options: Any) -> Signature:
+    def signature(self, args: Any = None, kwargs: Any = None, *starargs: Any,
+                  **options: Any) -> Signature:
         return Signature(self, args or (), kwargs or {}, options)
+
+    subtask = signature
+
+    def map(self, it: Any) -> xmap:
+        return xmap(self.s(), it)
+
+    def starmap(self, it: Any) -> xstarmap:
+        return xstarmap(self.s(), it)
+
+    def chunks(self, it: Any, n: int) -> chunks:
+        return chunks(self.s(), it, n)
+
+    def check_arguments(self, *args: Any, **kwargs: Any) -> None:
+        """Celery's typing=True: a call that does not fit the function raises TypeError here,
+        in the caller, instead of failing later in a worker."""
+        fun = getattr(self, "__wrapped__", None)
+        if fun is None or not self.typing:
+            return
+        try:
+            bound = _signature_of(fun)
+        except (TypeError, ValueError):
+            return
+        try:
+            if self.bind:
+                bound.bind(self, *args, **kwargs)
+            else:
+                bound.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{self.name}: {error}") from None
+
+    def delay_on_commit(self, *args: Any, **kwargs: Any) -> None:
+        """Send after the caller's Django transaction commits (at once outside of one)."""
+        self.apply_async_on_commit(args, kwargs)
+
+    def apply_async_on_commit(self, args: Any = None, kwargs: Any = None,
+                              **options: Any) -> None:
+        self.check_arguments(*(args or ()), **(kwargs or {}))
+        from supervisor.native.transactions import on_commit
+
+        on_commit(lambda: self.apply_async(args, kwargs, **options))
+
+    def replace(self, sig: Any) -> None:
+        """Replace this running task by `sig`: it takes over this task's place in its
+        workflow, and this task's result becomes sig's result."""
+        from supervisor.native.canvas import replacement
+
+        raise replacement(self, sig)
 
     def build_job(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
                   countdown: float | None = None, eta: datetime | None = None,
                   expires: Any = None, priority: int | None = None, queue: str | None = None,
                   ignore_result: bool | None = None, time_limit: float | None = None,
                   soft_time_limit: float | None = None, retries: int = 0,
-                  serializer: str | None = None, **_ignored: Any) -> Job:
+                  serializer: str | None = None, headers: dict | None = None,
+                  flow: dict | None = None, link: Any = None, link_error: Any = None,
+                  **unknown: Any) -> Job:
         """Validate and encode one call; errors surface here, in the caller, not in a worker."""
         if serializer not in (None, "json"):
             raise EncodeError(f"{self.name}: serializer {serializer!r} unsupported: JSON only")
+        _check_options(self.name, unknown)
         conf = self.app.conf
         args_json, kwargs_json = dumps_call(self.name, args, kwargs)
         expires = self.expires if expires is None else expires
-        options = {}
+        options: dict[str, Any] = dict(flow or {})
+        if link or link_error:  # apply_async(link=...): plain calls with callbacks
+            from supervisor.native.canvas import callbacks_option
+
+            options.update(callbacks_option(self.app, link, link_error))
+        hard = time_limit if time_limit is not None else self.time_limit
+        soft = soft_time_limit if soft_time_limit is not None else self.soft_time_limit
+        if hard is not None and soft is not None and float(soft) > float(hard):
+            raise ValueError(f"{self.name}: soft_time_limit ({soft}) is greater than "
+                             f"time_limit ({hard})")
         if time_limit is not None:
             options["time_limit"] = float(time_limit)
         if soft_time_limit is not None:
             options["soft_time_limit"] = float(soft_time_limit)
-        import json
-
+        if headers:
+            options["headers"] = dict(headers)
         if priority is None:
             priority = self.priority if self.priority is not None else conf.task_default_priority
         return Job(
@@ -197,7 +265,7 @@ class Task:
             priority=int(priority or 0),
             args=args_json,
             kwargs=kwargs_json,
-            options=json.dumps(options) if options else None,
+            options=dumps(options) if options else None,
             eta=_as_utc(eta) if isinstance(eta, datetime) else None,
             countdown=float(countdown) if countdown is not None else None,
             expires_at=_as_utc(expires) if isinstance(expires, datetime) else None,
@@ -218,12 +286,15 @@ class Task:
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
                     **options: Any) -> AsyncResult | EagerResult:
+        self.check_arguments(*(args or ()), **(kwargs or {}))
         if self.app.conf.task_always_eager:
             dumps_call(self.name, args, kwargs)  # same error as the queue would give
             return self.apply(args, kwargs, task_id=task_id, **options)
         job = self.build_job(args, kwargs, task_id=task_id, **options)
         self.app.backend.enqueue([job])
-        return AsyncResult(job.task_id, app=self.app, task_name=self.name)
+        result = AsyncResult(job.task_id, app=self.app, task_name=self.name)
+        result.ignored = job.ignore_result
+        return result
 
     def apply(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
               retries: int = 0, throw: bool | None = None, **_options: Any) -> EagerResult:
@@ -293,6 +364,33 @@ class Task:
         raise retry
 
 
+_SIGNATURES: dict[Any, inspect.Signature] = {}
+
+
+def _signature_of(fun: Any) -> inspect.Signature:
+    sig = _SIGNATURES.get(fun)
+    if sig is None:
+        sig = _SIGNATURES[fun] = inspect.signature(fun)
+    return sig
+
+
+# apply_async options Celery has that change nothing here (AMQP routing details)
+HARMLESS_OPTIONS = frozenset({
+    "exchange", "routing_key", "exchange_type", "delivery_mode", "mandatory", "immediate",
+    "connection", "producer", "router", "add_to_parent", "publisher", "retry", "retry_policy",
+    "compression", "reply_to", "correlation_id", "shadow", "chord", "group_id", "group_index",
+    "root_id", "parent_id", "task_type", "stamped_headers", "stamps", "ignore_result",
+    "content_type", "content_encoding", "declare", "subtask_type", "immutable",
+})
+
+
+def _check_options(name: str, unknown: dict) -> None:
+    """Nothing is dropped silently: an option this queue cannot honour is an error."""
+    bad = sorted(k for k, v in unknown.items() if k not in HARMLESS_OPTIONS and v is not None)
+    if bad:
+        raise TypeError(f"{name}: apply_async() got unsupported option(s): {', '.join(bad)}")
+
+
 def _retry_call(retry: Retry, args: list, kwargs: dict) -> tuple[list, dict]:
     new_args = getattr(retry, "new_args", None)
     new_kwargs = getattr(retry, "new_kwargs", None)
@@ -320,57 +418,3 @@ def autoretry_wrapper(task: Task, fun: Any) -> Any:
             raise task.retry(exc=exc, **retry_kwargs) from None
 
     return run
-
-
-class Signature:
-    """task.s(...): a call to send later, alone or inside a group()."""
-
-    def __init__(self, task: Task, args: Any = (), kwargs: Any = None,
-                 options: dict | None = None) -> None:
-        self.task, self.args, self.kwargs = task, tuple(args), dict(kwargs or {})
-        self.options = dict(options or {})
-
-    def apply_async(self, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
-        return self.task.apply_async((*self.args, *args), {**self.kwargs, **(kwargs or {})},
-                                     **{**self.options, **options})
-
-    def delay(self, *args: Any, **kwargs: Any) -> Any:
-        return self.apply_async(args, kwargs)
-
-    def set(self, **options: Any) -> Signature:
-        self.options.update(options)
-        return self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.task(*self.args, *args, **{**self.kwargs, **kwargs})
-
-
-class group:  # noqa: N801 - Celery's name
-    """group(sig, sig, ...).apply_async(): every call inserted in one statement."""
-
-    def __init__(self, *tasks: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Signature):
-            tasks = tuple(tasks[0])
-        self.tasks: list[Signature] = list(tasks)
-
-    def apply_async(self, **options: Any) -> Any:
-        from supervisor.native.result import GroupResult
-
-        if not self.tasks:
-            return GroupResult(str(uuid.uuid4()), [])
-        app = self.tasks[0].task.app
-        if app.conf.task_always_eager:
-            return GroupResult(str(uuid.uuid4()), [s.apply_async(**options) for s in self.tasks])
-        jobs = [s.task.build_job(s.args, s.kwargs, **{**s.options, **options})
-                for s in self.tasks]
-        app.backend.enqueue(jobs)
-        return GroupResult(
-            str(uuid.uuid4()),
-            [AsyncResult(j.task_id, app=s.task.app, task_name=j.name)
-             for j, s in zip(jobs, self.tasks, strict=True)],
-        )
-
-    def delay(self) -> Any:
-        return self.apply_async()
-
-    __call__ = delay

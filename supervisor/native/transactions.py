@@ -48,3 +48,16 @@ def deferred(store: Any, statement: str, params: Any) -> bool:
     else:
         transaction.on_commit(lambda: store.execute(statement, params))
     return True
+
+
+def on_commit(action: Any) -> None:
+    """Run `action` when the caller's Django transaction commits; at once outside of one."""
+    if "django.db" in sys.modules:
+        from django.conf import settings
+
+        if settings.configured:
+            from django.db import transaction
+
+            transaction.on_commit(action)  # Django runs it at once outside atomic blocks
+            return
+    action()

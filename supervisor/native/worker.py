@@ -25,7 +25,7 @@ from collections import Counter, deque
 from datetime import timedelta
 from typing import Any
 
-from supervisor.native import control, dispatch, ratelimit
+from supervisor.native import canvas, control, dispatch, ratelimit
 from supervisor.native import store as sql
 from supervisor.native.backends import backend_for
 from supervisor.native.cron import Cron, parse
@@ -200,11 +200,18 @@ class Worker:
             batch.append(self.done.popleft())
         token = uuid.uuid4()
         try:
+            # workflow jobs finish with their follow-ups in their own transaction first;
+            # plain jobs take the usual one-round-trip path (nothing added for them)
+            flows = [o for o in batch if canvas.needs_hook(o.job.options, o.status)]
+            plain = [o for o in batch if not canvas.needs_hook(o.job.options, o.status)
+                     ] if flows else batch
+            flow_written = self._finish_flows(flows) if flows else 0
             written, rows = self.db.exchange(
-                self._finish_params(batch) if batch else None,
+                self._finish_params(plain) if plain else None,
                 {"queues": self.queues, "limit": limit, "token": token, "worker": self.id,
                  "lease": self.lease, **(self.limits or {})} if limit > 0 else None,
             )
+            written += flow_written
             self.last_claimed = len(rows)
         except Exception:
             self.done.extendleft(reversed(batch))  # kept for the next attempt (still fenced)
@@ -230,6 +237,16 @@ class Worker:
             # higher priority first, then the order the queue had them in
             self.ready.put((-job.priority, row[-1], next(self.seq), job))
         return len(rows)
+
+    def _finish_flows(self, flows: list[Outcome]) -> int:
+        """The completion hook of chains, chords and links: canvas.after_finish() runs in
+        the transaction that records these finishes, so both commit or neither does."""
+
+        def hook(tx: Any, written: set) -> None:
+            canvas.after_finish(self.app, tx,
+                                [canvas.Finished.of(o) for o in flows if o.job.id in written])
+
+        return self.db.finish_flow(self._finish_params(flows), hook)
 
     @staticmethod
     def _finish_params(batch: list[Outcome]) -> list[list]:

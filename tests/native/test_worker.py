@@ -268,8 +268,8 @@ def test_cron_slot_fires_once_with_two_schedulers(qapp, db, start_worker, tmp_pa
 def test_retention_prunes_old_rows(qapp, db, start_worker):
     ok = qapp.add.delay(1, 1)
     ok_old = qapp.add.delay(2, 2)
-    bad_old = qapp.add.apply_async(args=[1], countdown=0)  # TypeError in the task
-    bad_older = qapp.add.apply_async(args=[2])
+    bad_old = qapp.add.apply_async(args=[1, None], countdown=0)  # TypeError in the task
+    bad_older = qapp.add.apply_async(args=[2, None])
     first = start_worker("-c", "1")
     for r in (ok, ok_old, bad_old, bad_older):
         r.get(timeout=10, propagate=False)

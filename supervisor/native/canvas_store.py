@@ -1,0 +1,172 @@
+"""The PostgreSQL statements of canvas: workflow rows written in one transaction.
+
+`FlowTx` is what canvas.after_finish() writes through: the worker opens it in the transaction
+of a finish (so follow-ups and chord counters commit with the finish, or not at all), the
+producer opens it to send a whole workflow at once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from supervisor.native.job import Job
+
+# Like store.ENQUEUE, but a row that exists already is left alone: follow-up ids are fixed
+# in advance, so a task that ran twice still starts its follow-ups once.
+INSERT_NEW = """
+WITH rows AS (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::jsonb[],
+                         %s::jsonb[], %s::jsonb[], %s::timestamptz[], %s::float8[],
+                         %s::timestamptz[], %s::float8[], %s::bool[], %s::int[])
+        AS r(task_id, name, queue, priority, args, kwargs, options, eta, countdown,
+             expires_at, expires_in, ignore_result, retries)
+), ins AS (
+    INSERT INTO start_all.jobs (task_id, name, queue, priority, args, kwargs, options,
+                                run_at, expires_at, ignore_result, retries)
+    SELECT task_id, name, queue, priority, args, kwargs, options,
+           coalesce(eta, now() + make_interval(secs => coalesce(countdown, 0))),
+           coalesce(expires_at, now() + make_interval(secs => expires_in)),
+           ignore_result, retries
+    FROM rows
+    ON CONFLICT (task_id) DO NOTHING
+    RETURNING queue
+)
+SELECT pg_notify('start_all_jobs', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS d
+"""
+
+INSERT_CHORD = """
+INSERT INTO start_all.chords (id, remaining, header_ids, body, after, outer_chord, root_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO NOTHING
+"""
+
+# Decrement; the update that reaches zero marks the chord fired and gets its row back.
+# Row locks serialise concurrent finishers: the count is exact whatever the interleaving.
+COUNT_CHORDS = """
+UPDATE start_all.chords AS c
+SET remaining = c.remaining - d.n, error = coalesce(c.error, d.error),
+    fired_at = CASE WHEN c.remaining - d.n <= 0 THEN now() END
+FROM unnest(%s::text[], %s::int[], %s::jsonb[]) AS d(id, n, error)
+WHERE c.id = d.id AND c.fired_at IS NULL
+RETURNING c.id, c.fired_at IS NOT NULL, c.header_ids, c.body, c.after, c.outer_chord,
+          c.root_id, c.error
+"""
+
+HEADER_RESULTS = """
+SELECT j.status, j.result
+FROM jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS h(task_id, ord)
+LEFT JOIN start_all.jobs AS j ON j.task_id = h.task_id
+ORDER BY h.ord
+"""
+
+INSERT_FAILED = """
+INSERT INTO start_all.jobs (task_id, name, status, result, finished_at)
+SELECT t, %s, 'FAILURE', %s::jsonb, now() FROM unnest(%s::text[]) AS t
+ON CONFLICT (task_id) DO NOTHING
+"""
+
+# A replaced task's row takes its replacement's final state.
+MIRROR = """
+UPDATE start_all.jobs
+SET status = %s, result = %s::jsonb, traceback = %s, finished_at = now()
+WHERE task_id = %s AND status = 'REPLACED'
+"""
+
+
+def _finish_returning_ids(finish: str) -> str:
+    """store.FINISH, answering which rows it wrote (the fence decides) instead of counts."""
+    tail = "SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM done)"
+    head, found, _ = finish.rpartition(tail)
+    assert found, "store.FINISH changed shape: update canvas_store._finish_returning_ids"
+    return head + ("SELECT ARRAY(SELECT id FROM gone) || ARRAY(SELECT id FROM done), "
+                   "(SELECT count(*) FROM wake)")
+
+
+_finish_ids: dict[str, str] = {}
+
+
+def job_params(jobs: list[Job]) -> list[list]:
+    return [[getattr(j, field) for j in jobs] for field in Job.__slots__]
+
+
+class ChordFired:
+    __slots__ = ("id", "header_ids", "body", "after", "outer", "root_id", "error")
+
+    def __init__(self, row: tuple) -> None:
+        (self.id, _fired, self.header_ids, self.body, self.after, self.outer, self.root_id,
+         self.error) = row
+
+
+class FlowTx:
+    """Writes of one workflow step; the caller holds the transaction."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def insert_jobs(self, jobs: list[Job]) -> None:
+        if jobs:
+            self.conn.execute(INSERT_NEW, job_params(jobs))
+
+    def insert_chords(self, chords: list) -> None:
+        for c in chords:
+            self.conn.execute(INSERT_CHORD, (
+                c.id, c.remaining, json.dumps(c.header_ids), json.dumps(c.body),
+                json.dumps(c.after or []), c.outer, c.root_id))
+
+    def count_chords(self, counts: dict[str, list]) -> list[ChordFired]:
+        ids = sorted(counts)  # one lock order for every worker: no deadlocks
+        rows = self.conn.execute(COUNT_CHORDS, (
+            ids, [counts[i][0] for i in ids],
+            [json.dumps(counts[i][1]) if counts[i][1] is not None else None for i in ids],
+        )).fetchall()
+        return [ChordFired(row) for row in rows if row[1]]
+
+    def header_results(self, task_ids: list[str]) -> list[tuple[str | None, Any]]:
+        return [(status, result) for status, result in
+                self.conn.execute(HEADER_RESULTS, (json.dumps(task_ids),)).fetchall()]
+
+    def insert_failed(self, task_ids: list[str], name: str, error: dict) -> None:
+        self.conn.execute(INSERT_FAILED, (name, json.dumps(error), task_ids))
+
+    def mirror(self, task_id: str, status: str, result: Any, traceback: str | None) -> None:
+        from supervisor.native.serial import dumps
+
+        self.conn.execute(MIRROR, (status, dumps(result), traceback, task_id))
+
+
+def finish_flow(conn: Any, finish: str, finish_params: list[list], hook: Any) -> int:
+    """Record a batch of finishes (`finish` is store.FINISH) and run `hook(tx, written_ids)`
+    in the same transaction."""
+    statement = _finish_ids.get(finish)
+    if statement is None:
+        statement = _finish_ids[finish] = _finish_returning_ids(finish)
+    with conn.transaction():
+        row = conn.execute(statement, finish_params).fetchone()
+        written = set(row[0] or ())
+        hook(FlowTx(conn), written)
+    return len(written)
+
+
+def submit(conn: Any, jobs: list[Job], chords: list) -> None:
+    """Send a planned workflow: its chord counters and first jobs, together."""
+    with conn.transaction():
+        tx = FlowTx(conn)
+        tx.insert_chords(chords)
+        tx.insert_jobs(jobs)
+
+
+def save_group(conn: Any, group_id: str, results: dict) -> None:
+    conn.execute("INSERT INTO start_all.groups (id, results) VALUES (%s, %s) "
+                 "ON CONFLICT (id) DO UPDATE SET results = excluded.results",
+                 (group_id, json.dumps(results)))
+
+
+def restore_group(conn: Any, group_id: str) -> dict | None:
+    row = conn.execute("SELECT results FROM start_all.groups WHERE id = %s",
+                       (group_id,)).fetchone()
+    return row[0] if row else None
+
+
+def delete_group(conn: Any, group_id: str) -> None:
+    conn.execute("DELETE FROM start_all.groups WHERE id = %s", (group_id,))

@@ -1,0 +1,173 @@
+"""Canvas on PostgreSQL with real worker processes: chains, groups, chords, links, results."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+from conftest import APPS, lines
+
+from tests.conftest import wait_for
+
+
+@pytest.fixture
+def flow(db, pg_url):
+    """The flowtasks app in this process, pointed at the test database."""
+    sys.path.insert(0, str(APPS))
+    import flowtasks
+
+    flowtasks.app.close()
+    flowtasks.app.conf.broker_url = pg_url
+    db.execute("TRUNCATE start_all.chords, start_all.groups")
+    yield flowtasks
+    flowtasks.app.close()
+
+
+def start_flow_worker(start_worker, *args, **kw):
+    return start_worker("-c", "4", *args, app="flowtasks:app", **kw)
+
+
+def test_chains_groups_and_partials(flow, start_worker):
+    from supervisor.native import chain, group, signature
+
+    t = flow
+    start_flow_worker(start_worker)
+    res = (t.add.s(2, 2) | t.mul.s(4) | t.add.s(1)).delay()
+    assert res.get(timeout=20) == 17
+    assert res.parent.get(timeout=5) == 16 and res.parent.parent.get(timeout=5) == 4
+    # .si() is immutable: the previous result is not passed to it
+    assert chain(t.add.s(2, 2), t.add.si(1, 1)).delay().get(timeout=20) == 2
+    # signature() by name, with options; a partial signature called with the rest
+    sig = signature("flowtasks.add", args=(5,), options={"queue": "celery"})
+    assert sig.delay(10).get(timeout=20) == 15
+    assert group(t.add.s(i, i) for i in range(5)).delay().get(timeout=20) == [0, 2, 4, 6, 8]
+    # a group called with arguments: each member gets them first
+    assert group(t.add.s(1), t.mul.s(3))(10).get(timeout=20) == [11, 30]
+    nested = group(group(t.add.s(1, 1), t.add.s(2, 2)), t.add.s(3, 3)).delay()
+    assert nested.get(timeout=20) == [[2, 4], 6]
+    # group followed by a task in a chain becomes a chord
+    assert (group(t.add.s(1, 1), t.add.s(2, 2)) | t.xsum.s() | t.mul.s(3)).delay().get(
+        timeout=20) == 18
+    assert t.add.starmap([(1, 2), (3, 4)]).delay().get(timeout=20) == [3, 7]
+    assert t.add.chunks([(i, i) for i in range(7)], 3).delay().get(timeout=20) == [
+        [0, 2, 4], [6, 8, 10], [12]]
+
+
+def test_chord_body_gets_header_results_and_failures_reach_errbacks(flow, start_worker,
+                                                                   tmp_path, db):
+    from supervisor.native import ChordError, chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    res = chord((t.add.s(i, i) for i in range(20)), t.xsum.s()).delay()
+    assert res.get(timeout=30) == sum(2 * i for i in range(20))
+    assert res.parent.completed_count() == 20
+    # the counter lives in the database and ends at zero, fired once
+    row = db.execute("SELECT remaining, fired_at IS NOT NULL FROM start_all.chords "
+                     "WHERE id = %s", (res.parent.id,)).fetchone()
+    assert row == (0, True)
+
+    marks = tmp_path / "errbacks"
+    body = t.xsum.s().on_error(t.errback_old.s(str(marks)))
+    failing = chord([t.add.s(1, 1), t.fail.s()], body).delay()
+    with pytest.raises(ChordError, match="expected failure"):
+        failing.get(timeout=30)
+    wait_for(lambda: lines(marks), 20, "the chord body's errback")
+    assert lines(marks) == [f"errback {failing.id}"]
+
+
+def test_link_and_link_error_really_queue_the_linked_jobs(flow, start_worker, tmp_path, db):
+    t = flow
+    start_flow_worker(start_worker)
+    out = tmp_path / "links"
+    res = t.add.apply_async((2, 3), link=t.record.s(str(out)))
+    assert res.get(timeout=20) == 5
+    wait_for(lambda: lines(out), 20, "the linked task")
+    assert lines(out)[0].startswith("5 ")
+    # the link ran as its own job, a child of the first
+    child = db.execute("SELECT options->>'parent_id' FROM start_all.jobs "
+                       "WHERE name = 'flowtasks.record'").fetchone()
+    assert child == (res.id,)
+
+    errs = tmp_path / "errs"
+    failed = t.fail.apply_async(link_error=[t.errback_old.s(str(errs)),
+                                            t.errback_new.s(str(errs))])
+    with pytest.raises(ValueError):
+        failed.get(timeout=20)
+    wait_for(lambda: len(lines(errs)) == 2, 20, "both errbacks")
+    assert sorted(lines(errs)) == sorted([f"errback {failed.id}",
+                                          f"errback-new {failed.id} ValueError"])
+
+
+def test_results_save_restore_and_result_sets(flow, start_worker):
+    from supervisor.native import GroupResult, ResultSet, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    res = group(t.add.s(i, 1) for i in range(4)).delay()
+    res.save()
+    again = GroupResult.restore(res.id, app=t.app)
+    assert again.id == res.id and [r.id for r in again] == [r.id for r in res]
+    assert again.join(timeout=20) == [1, 2, 3, 4] and again.completed_count() == 4
+    assert again.ready() and again.successful()
+    rs = ResultSet([t.add.delay(1, 1), t.add.delay(2, 2)])
+    assert rs.get(timeout=20) == [2, 4] and rs.completed_count() == 2
+    again.delete()
+    assert GroupResult.restore(res.id, app=t.app) is None
+
+
+def test_request_ids_headers_and_replace(flow, start_worker):
+    t = flow
+    start_flow_worker(start_worker)
+    first = t.add.s(1, 1)
+    res = (first | t.request_info.s()).delay()
+    info = res.get(timeout=20)
+    assert info["parent_id"] == res.parent.id and info["root_id"] == res.parent.id
+    direct = t.request_info.apply_async(headers={"tenant": "acme"}, time_limit=30)
+    info = direct.get(timeout=20)
+    assert info["headers"] == {"tenant": "acme"} and info["time_limit"] == 30
+    assert info["root_id"] == direct.id and info["parent_id"] is None
+    # self.replace: the chain replacing the task gives the task's own result
+    assert t.replace_with_chain.delay(4).get(timeout=20) == 50
+    assert (t.replace_with_chain.s(1) | t.add.s(5)).delay().get(timeout=20) == 25
+
+
+def test_chord_body_fires_once_when_the_worker_dies_finishing_the_last_header(
+        flow, start_worker, tmp_path, db, pg_url):
+    """SIGKILL a worker while the transaction recording its last header finish is open: the
+    finish and the chord's decrement roll back together, the header reruns elsewhere, and the
+    body runs exactly once."""
+    import psycopg
+
+    from supervisor.native import chord
+
+    t = flow
+    runs, body_runs = tmp_path / "runs", tmp_path / "body"
+    blocker = psycopg.connect(pg_url)  # holds the chord row: the finish blocks inside
+    res = chord([t.record.s(i, str(runs)) for i in range(3)], t.record.s(str(body_runs))).delay()
+    chord_id = res.parent.id
+    blocker.execute("SELECT 1 FROM start_all.chords WHERE id = %s FOR UPDATE", (chord_id,))
+    doomed = start_flow_worker(start_worker, env={"NATIVE_TEST_LEASE": "1"})
+
+    def finish_blocked():
+        return db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%%start_all.chords%%'").fetchone()[0]
+
+    wait_for(lambda: len(lines(runs)) == 3 and finish_blocked(), 30,
+             "all header tasks run and their finish waiting on the chord row")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait(10)
+    blocker.rollback()
+    blocker.close()
+    # nothing was recorded: the headers are still held under the dead worker's lease
+    assert db.execute("SELECT remaining FROM start_all.chords WHERE id = %s",
+                      (chord_id,)).fetchone() == (3,)
+    start_flow_worker(start_worker, env={"NATIVE_TEST_LEASE": "1"})
+    assert res.get(timeout=30) == [0, 1, 2]
+    # nothing is left to run (a second body could only come from a second queued row)
+    assert db.execute("SELECT count(*) FROM start_all.jobs WHERE status NOT IN "
+                      "('SUCCESS', 'FAILURE', 'REVOKED')").fetchone() == (0,)
+    assert len(lines(runs)) == 6, "every header task ran twice: the kill really landed"
+    assert len(lines(body_runs)) == 1, lines(body_runs)
