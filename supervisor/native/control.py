@@ -172,6 +172,18 @@ class Inspect:
             })
         return replies
 
+    def query_task(self, *ids: Any) -> dict | None:
+        """{nodename: {task_id: [state, info]}} for ids a worker holds: 'active' (running) or
+        'reserved' (prefetched), as in Celery."""
+        wanted = {str(i) for group in ids for i in ([group] if isinstance(group, str)
+                                                    else group)}
+        replies = {}
+        for name, state in self._states().items():
+            found = {t["id"]: [kind, t] for kind in ("active", "reserved")
+                     for t in state.get(kind, []) if t["id"] in wanted}
+            replies[name] = found
+        return replies or None
+
     def revoked(self) -> dict | None:
         raise NotImplementedError(
             "inspect().revoked(): revocations live in the jobs table (status REVOKED); "

@@ -66,7 +66,11 @@ def _interruptible_sleep(seconds: float) -> None:
     if seconds < 0:
         raise ValueError("sleep length must be non-negative")
     event.clear()
-    event.wait(seconds)
+    try:
+        event.wait(seconds)
+    except BaseException:  # the limit's exception may land inside Event.wait's own code:
+        _wakers[threading.get_ident()] = threading.Event()  # never reuse that Event
+        raise
 
 
 def install_interruptible_sleep() -> None:

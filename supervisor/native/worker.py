@@ -397,6 +397,8 @@ class Worker:
     def _begin_stop(self) -> None:
         log.info("native: stopping: no new claims, finishing running tasks (budget %.1fs)",
                  self.stop_timeout)
+        dispatch.worker_shutting_down.send(sender=self.nodename, sig="SIGTERM", how="Warm",
+                                           exitcode=0)
         with self.lock:
             self.draining = True
         while True:

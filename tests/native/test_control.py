@@ -52,6 +52,9 @@ def test_inspect_sees_every_worker_across_processes(ptasks, db, start_worker, tm
     assert stats["pre@box"]["pid"] == pre.proc.pid and stats["thr@box"]["pid"] == thr.proc.pid
     child = stats["pre@box"]["pool"]["processes"]
     assert len(child) == 1 and child[0] != pre.proc.pid
+    held = inspect.query_task(running[0].id, running[1].id)
+    assert sorted(i for r in held.values() for i in r) == sorted(r.id for r in running)
+    assert {v[0] for r in held.values() for v in r.values()} == {"active"}
     reserved = inspect.reserved()
     assert set(reserved) == {"pre@box", "thr@box"}
     scheduled = inspect.scheduled()
@@ -195,3 +198,11 @@ def test_rate_strings_and_a_bad_one():
         app.task(rate_limit="ten")(lambda: None)
     del app.tasks[some.name]
     assert limits_of(app) is None, "no rate-limited task: the plain claim, unchanged"
+
+
+def test_rate_limit_on_sqlite_is_refused_in_one_line(start_worker, tmp_path):
+    worker = start_worker(app="pooltasks:app", ready=False,
+                          env={"NATIVE_TEST_DB_URL": f"sqlite:///{tmp_path}/q.sqlite3"})
+    assert worker.wait(20) == 2
+    assert "rate_limit (pooltasks.limited) needs PostgreSQL" in worker.output
+    assert "Traceback" not in worker.output
