@@ -414,9 +414,16 @@ class Worker:
             unstarted, self.unstarted = self.unstarted, []
         self._release(unstarted)
 
+    def stop(self) -> None:
+        """Ask for a graceful stop from another thread (as SIGTERM does)."""
+        self.stop_requests += 1
+        self._wake()
+
     def run(self) -> int:
-        """Run until stopped; returns the process exit code."""
-        self.install_signals()
+        """Run until stopped; returns the process exit code. Off the main thread (a test's
+        in-process worker, see testing.py) no signal handlers are installed: use stop()."""
+        if threading.current_thread() is threading.main_thread():
+            self.install_signals()
         self.app.import_pending()
         self.limits = ratelimit.limits_of(self.app)  # None: plain claims only
         if self.limits and self.db.dialect != "postgresql":

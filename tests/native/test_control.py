@@ -206,3 +206,29 @@ def test_rate_limit_on_sqlite_is_refused_in_one_line(start_worker, tmp_path):
     assert worker.wait(20) == 2
     assert "rate_limit (pooltasks.limited) needs PostgreSQL" in worker.output
     assert "Traceback" not in worker.output
+
+
+def test_in_process_test_worker_lets_the_test_hear_worker_signals(ptasks):
+    from supervisor.native.signals import task_prerun, task_received
+    from supervisor.native.testing import start_worker
+
+    heard = []
+
+    def received(sender=None, request=None, **kwargs):
+        heard.append(("received", request.name, request.id))
+
+    def prerun(sender=None, task_id=None, task=None, args=None, **kwargs):
+        heard.append(("prerun", task.name, task_id, args))
+
+    task_received.connect(received)
+    task_prerun.connect(prerun)
+    try:
+        with start_worker(ptasks.app) as worker:
+            r = ptasks.add.delay(20, 22)
+            assert r.get(timeout=15) == 42
+        assert not worker.running, "stopped gracefully"
+    finally:
+        task_received.disconnect(received)
+        task_prerun.disconnect(prerun)
+    assert heard == [("received", "pooltasks.add", r.id), ("prerun", "pooltasks.add", r.id,
+                                                            [20, 22])]
