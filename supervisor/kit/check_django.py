@@ -34,6 +34,7 @@ for alias, db in (getattr(module, "DATABASES", None) or {}).items():
     databases[alias] = {k: db.get(k) for k in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST",
                         "PORT", "CONN_MAX_AGE", "CONN_HEALTH_CHECKS",
                         "DISABLE_SERVER_SIDE_CURSORS")}
+    databases[alias]["NAME"] = str(db.get("NAME") or "")
     databases[alias]["OPTIONS"] = sorted((db.get("OPTIONS") or {}).items(), key=str)
 storages = {a: s.get("BACKEND") for a, s in (getattr(module, "STORAGES", None) or {}).items()}
 print(json.dumps(plain({
@@ -46,7 +47,7 @@ print(json.dumps(plain({
     "Q_CLUSTER": getattr(module, "Q_CLUSTER", None),
     "CACHES": {a: c.get("BACKEND") for a, c in (getattr(module, "CACHES", None) or {}).items()},
     "DATABASES": databases,
-    "STATIC_ROOT": getattr(module, "STATIC_ROOT", None),
+    "STATIC_ROOT": str(getattr(module, "STATIC_ROOT", None) or ""),
     "STATICFILES_STORAGE": storages.get("staticfiles")
         or getattr(module, "STATICFILES_STORAGE", None),
     "CELERY": sorted(n for n in dir(module) if n.startswith("CELERY_")),
@@ -298,13 +299,22 @@ def check_schedules(project: Project) -> list[Finding]:
         return [Finding("error", f"START_ALL_SCHEDULES: {error}", where)]
     findings = [Finding("ok", f"START_ALL_SCHEDULES: {len(entries)} valid entries")]
     funcs = {entry.func for entry in entries}
+    release = next((p for p in project.processes if p.name == "release"), None)
+    adopting = release is not None and "--adopt" in release.line
     for call in source.schedule_calls(project.root):
-        if call.func in funcs:
-            findings.append(Finding(
-                "warning", f"the code also creates a django-q2 Schedule for {call.func}: "
-                "with START_ALL_SCHEDULES it would run twice", project.where(call.path, call.line),
-                "remove it here and run `start-all schedules sync --adopt` once "
-                "(it takes the existing row over)"))
+        if call.func not in funcs:
+            continue
+        where = project.where(call.path, call.line)
+        if adopting:
+            findings.append(Finding("ok", f"{where}: a Schedule row for {call.func} made by "
+                                    "the app is taken over by the release's --adopt"))
+            continue
+        findings.append(Finding(
+            "warning", f"the app creates a django-q2 Schedule for {call.func} here, and "
+            "START_ALL_SCHEDULES declares it too: a plain sync adds a second row (it runs "
+            "twice)", where,
+            "`release: start-all migrate --sync-schedules --adopt` (or run `start-all "
+            "schedules sync --adopt` once): the existing row is taken over"))
     return findings
 
 

@@ -93,9 +93,21 @@ def render_fastapi_procfile(text: str, project: Path) -> str:
     return text
 
 
+def render_qcluster_procfile(text: str, project: Path) -> str:
+    """The app creates Schedule rows of its own (a data migration, say): the release's sync
+    takes a row running the same function over instead of adding a second one."""
+    from supervisor.kit.source import schedule_calls
+
+    if next(schedule_calls(project), None) is not None:
+        text = text.replace("start-all migrate --sync-schedules\n",
+                            "start-all migrate --sync-schedules --adopt\n")
+    return text
+
+
 # template source -> function(text, project) adapting it to the project
 RENDERERS: dict[str, Callable[[str, Path], str]] = {
     "procfiles/fastapi-native.Procfile": render_fastapi_procfile,
+    "procfiles/django-qcluster.Procfile": render_qcluster_procfile,
 }
 
 
@@ -154,8 +166,10 @@ def next_steps(
     for path in side_files:
         name = path.relative_to(project)
         steps.append(f"review `diff -u {name} {name}{SIDE_SUFFIX}` and merge or replace")
-    if kind in ("django-qcluster",):
-        steps.append("with Schedule rows of your own: `start-all schedules sync --adopt`")
+    if kind == "django-qcluster":
+        steps.append("declare your periodic jobs in START_ALL_SCHEDULES; Schedule rows of your "
+                     "own running the same function are taken over by `start-all schedules "
+                     "sync --adopt` (the release line does it when init found such rows)")
     if platform:
         steps.append(PLATFORM_STEPS[platform])
     steps.append(f"`start-all check {project}`")
