@@ -27,6 +27,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
@@ -215,7 +216,11 @@ class PreforkPool:
     def _fork(self) -> _Child:
         parent_end, child_end = Pipe(duplex=True)
         worker = self.worker
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns on fork() in a threaded process. The child only runs
+            # execute(): the locks it needs (logging, the producer store) are reset at fork.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 1
             try:

@@ -11,6 +11,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from supervisor.probes import heartbeat_probe
 from tests.conftest import ROOT, VENV_ENV, port_open
@@ -104,14 +105,17 @@ def test_pid1_loads_no_database_driver_or_pydantic(run_supervisor, henv):
     assert sup.wait() == 0
 
 
-def test_native_worker_heartbeat_under_the_supervisor(db, pg_url, run_supervisor, henv):
-    """A frozen claim loop stops the heartbeat: 503; thawed, it beats again: 200."""
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_native_worker_heartbeat_under_the_supervisor(db, pg_url, run_supervisor, henv, pool):
+    """A frozen claim loop stops the heartbeat: 503; thawed, it beats again: 200 (with either
+    pool: prefork children do not beat for their parent)."""
     from tests.native.conftest import APPS
 
     henv |= {"PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}", "NATIVE_TEST_DB_URL": pg_url,
              "NATIVE_TEST_HEARTBEAT": "0.5", "START_ALL_HEARTBEAT_INTERVAL": "0.5"}
     sup = run_supervisor(
-        f"worker: {sys.executable} -m supervisor.native worker -A qtasks:app -c 1\n", env=henv)
+        f"worker: {sys.executable} -m supervisor.native worker -A qtasks:app -c 1 -P {pool}\n",
+        env=henv)
     hport = int(henv["START_ALL_HEALTH_PORT"])
     code, report = wait_health(hport, lambda c, r: c == 200 and r["ready"], timeout=30,
                                what="the native worker ready")
