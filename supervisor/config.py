@@ -251,6 +251,7 @@ def build_plan(settings: Settings, environ: Mapping[str, str]) -> Plan:
         _check_port_free(settings.port)
     specs, resources_info, watch = apply_sizing(specs, settings, environ)
     health = health_options(settings, specs, watch, resources_info["memory_limit"])
+    health["adaptive"] = resources_info.get("adaptive")  # sizing.WebSizer, in PID 1
     health["only"] = list(selection.only) if selection.only else None
     child_env = health.pop("child_env")
     specs = tuple(

@@ -67,10 +67,11 @@ def to_json(value: object) -> str:
 class HealthView:
     """Combines the loop's snapshot with the probes' results into the answers."""
 
-    def __init__(self, runtime, prober, options: dict, web_probe=None) -> None:
+    def __init__(self, runtime, prober, options: dict, web_probe=None, sizer=None) -> None:
         self.runtime = runtime
         self.prober = prober
         self.web_probe = web_probe  # supervisor.webprobe.WebProbe, when a page is checked
+        self.sizer = sizer  # supervisor.sizing.WebSizer, when the web count adapts
         self.options = options
         self.live_after = max(LIVE_AFTER, 3 * float(options.get("interval", 2.0)))
         self._cache: dict[tuple[str, bool], tuple[float, tuple, tuple[int, str, bytes]]] = {}
@@ -161,7 +162,8 @@ class HealthView:
             },
             "processes": processes,
             "checks": checks,
-            "resources": {"memory_limit": self.options.get("memory_limit")},
+            "resources": {"memory_limit": self.options.get("memory_limit"),
+                          "sizing": self.sizer.state if self.sizer else None},
         }
 
     def answer(self, path: str, authorized: bool) -> tuple[int, str, bytes]:
@@ -177,7 +179,7 @@ class HealthView:
         prober = self.prober
         sources = (self.runtime._base_snapshot, prober and prober.results,
                    prober and prober.database, prober and prober.memory_restarts,
-                   self.web_probe and self.web_probe.result)
+                   self.web_probe and self.web_probe.result, self.sizer and self.sizer.state)
         cached = self._cache.get((path, authorized))
         if cached and cached[0] > now and all(a is b for a, b in zip(cached[1], sources,
                                                                       strict=True)):
@@ -482,7 +484,12 @@ def start(runtime, options: dict, port: int) -> tuple[HealthServer | None, objec
 
         web_probe = WebProbe(runtime, options["web_probe"], port, prober.interval)
         messages.append(f"health: checking GET {options['web_probe']['path']} on port {port}")
-    server = HealthServer(HealthView(runtime, prober, options, web_probe),
+    sizer = None
+    if options.get("adaptive"):
+        from supervisor.sizing import WebSizer
+
+        sizer = WebSizer(runtime, options["adaptive"], prober.interval)
+    server = HealthServer(HealthView(runtime, prober, options, web_probe, sizer),
                           os.environ.get("START_ALL_HEALTH_TOKEN") or None)
     if options.get("port"):
         try:
@@ -496,8 +503,9 @@ def start(runtime, options: dict, port: int) -> tuple[HealthServer | None, objec
             server.listen_unix(options["socket"])
         except OSError as error:
             messages.append(f"health: no unix socket for the children: {error.strerror}")
-    if web_probe is not None:
-        web_probe.start()
+    for extra in (web_probe, sizer):
+        if extra is not None:
+            extra.start()
     prober.start()
     server.start()
     return server, prober, messages
@@ -507,8 +515,9 @@ def stop(server: HealthServer, prober, options: dict) -> None:
     """At the supervisor's exit: stop both threads, remove the socket and the private dir."""
     server.stop()
     prober.stop()
-    if server.view.web_probe is not None:
-        server.view.web_probe.stop()
+    for extra in (server.view.web_probe, server.view.sizer):
+        if extra is not None:
+            extra.stop()
     run_dir = options.get("run_dir")
     if not run_dir or not os.path.isdir(run_dir):
         return

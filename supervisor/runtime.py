@@ -90,6 +90,7 @@ class Runtime:
         self.stop_signal: tuple[int, float] | None = None  # (signum, monotonic) of the first
         self.exit_code = 0
         self.requests: deque[tuple[str, str]] = deque()
+        self.signal_requests: deque[tuple[str, int, str, str]] = deque()
         self.started_wall = time.time()
         self.loop_beat = time.monotonic()
         self._base_snapshot: dict = {}
@@ -113,6 +114,12 @@ class Runtime:
             os.write(self._wake_w, WAKE_REQUEST)
         except OSError:
             pass
+
+    def request_signal(self, name: str, pid: int, signame: str, reason: str) -> None:
+        """Ask the loop to send `signame` to the main pid of `name`, if `pid` still runs it
+        (sizing: SIGTTIN/SIGTTOU to gunicorn's master)."""
+        self.signal_requests.append((name, pid, signame, reason))
+        self.wake()
 
     def request_restart(self, name: str, reason: str) -> None:
         """Ask the loop to restart a process gracefully (e.g. from the memory watchdog)."""
@@ -423,6 +430,16 @@ class Runtime:
         self._begin_stop(f"received {name}", quick=signum == signal.SIGQUIT)
 
     def _handle_requests(self) -> None:
+        while self.signal_requests:
+            name, pid, signame, reason = self.signal_requests.popleft()
+            child = next((c for c in self.children if c.name == name), None)
+            if child is None or child.pid != pid or self.state != "running":
+                continue  # it restarted or is stopping meanwhile: the request is stale
+            self.log.say(f"{child.name}: {signame} ({reason})")
+            try:
+                os.kill(pid, signal.Signals[signame])  # the master only, never its group
+            except ProcessLookupError:
+                pass
         while self.requests:
             name, reason = self.requests.popleft()
             child = next((c for c in self.children if c.name in (name, c.spec.name)), None)

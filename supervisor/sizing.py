@@ -18,6 +18,10 @@ Two halves, one question ("how is concurrency sized?"):
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 from supervisor import resources
 
 TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs PID 1 2 MB
@@ -30,7 +34,7 @@ if TYPE_CHECKING:
 MB = resources.MB
 WEB_KINDS = ("gunicorn", "uvicorn")
 WORKER_KINDS = ("qcluster", "celery-worker", "native")
-ADAPTIVE_KINDS: tuple[str, ...] = ()  # gunicorn (SIGTTIN/SIGTTOU) once WebSizer runs
+ADAPTIVE_KINDS = ("gunicorn",)  # answers SIGTTIN/SIGTTOU with one worker more/less
 ADAPTIVE_START = 1  # web workers an adaptive gunicorn starts with, before anything is measured
 
 # Per-process memory estimates (MiB) used for sizing at start; documented in docs/health.md.
@@ -319,3 +323,128 @@ def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> 
             return replace(spec, env=env, argv=command.argv, command=f"{spec.command} "
                            f"{' '.join(extra)}")
     return replace(spec, env=env)
+
+
+# ----- 2. after start: the web worker count from measurement (inside PID 1) ----------------------
+
+STABLE = 0.05  # two measurements this close (share) in a row: the workers have loaded the app
+SYNC_TIMEOUT = 30.0  # gunicorn not at the count we asked for by then: its own config decides
+GROW_MARGIN = 1.05  # another worker must fit with 5 % to spare (no flapping at the boundary)
+
+
+def worker_pids(master: int) -> list[int]:
+    """The live (not zombie) children of a gunicorn master: its workers."""
+    try:
+        tids = os.listdir(f"/proc/{master}/task")
+    except OSError:
+        return []
+    children: list[int] = []
+    for tid in tids:
+        children += [int(p) for p in (resources._read(f"/proc/{master}/task/{tid}/children")
+                                      or "").split()]
+    alive = []
+    for pid in children:
+        stat = resources._read(f"/proc/{pid}/stat") or ""
+        if stat and stat.rsplit(") ", 1)[-1][:1] != "Z":
+            alive.append(pid)
+    return alive
+
+
+class WebSizer:
+    """Grows or shrinks an adaptive gunicorn one worker at a time, from measured PSS.
+
+    Runs in its own thread; it never signals anything itself: it asks the loop
+    (`runtime.request_signal`), which owns the children. `state` is replaced whole on each
+    check, for the health server to read without a lock.
+    """
+
+    def __init__(self, runtime, options: dict, interval: float) -> None:
+        self.runtime = runtime
+        self.instance = options["instance"]
+        self.start_count = int(options["start"])
+        self.max_count = int(options["max"])
+        self.limit = int(options["limit"])
+        self.headroom = float(options["headroom_share"])
+        self.reserve = int(options["reserve"])
+        self.interval = max(interval, 1.0)
+        self.pid: int | None = None
+        self.wanted = self.start_count
+        self.changed_at = 0.0
+        self.last_per_worker = 0
+        self.adapting = True
+        self.state: dict = {"instance": self.instance, "state": "waiting for the web process",
+                            "workers": None, "wanted": None, "max": self.max_count}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="start-all-sizing", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick(time.monotonic())
+            except Exception as error:  # a bug here must not take health reporting down
+                self.state = {**self.state, "state": f"error ({type(error).__name__})"}
+
+    def tick(self, now: float) -> None:
+        snapshot = self.runtime.snapshot
+        web = next((p for p in snapshot["processes"] if p["name"] == self.instance), None)
+        if web is None or web["state"] != "running" or not web["pid"]:
+            self.pid = None
+            self.state = {**self.state, "state": "waiting for the web process", "workers": None}
+            return
+        if web["pid"] != self.pid:  # a new run starts with the planned count again
+            self.pid, self.wanted, self.changed_at, self.adapting = (
+                web["pid"], self.start_count, now, True)
+        workers = worker_pids(self.pid)
+        sizes = [resources.tree_memory(pid)["pss"] for pid in workers]
+        master = (resources.process_memory(self.pid) or (0, 0))[1]
+        others = sum(resources.tree_memory(p["pid"])["pss"] for p in snapshot["processes"]
+                     if p["pid"] and p["name"] != self.instance and p["state"] == "running")
+        supervisor = (resources.process_memory(os.getpid()) or (0, 0))[1]
+        # the worker's side is at least its estimate: it grows when tasks run
+        budget = int(self.limit * (1 - self.headroom)) - supervisor - max(others, self.reserve)
+        budget -= master
+        per_worker = max(sizes) if sizes else 0
+        room = max(1, min(self.max_count, budget // per_worker)) if per_worker else None
+        base = {
+            "instance": self.instance, "workers": len(workers), "wanted": self.wanted,
+            "max": self.max_count, "room": room, "per_worker_pss": per_worker,
+            "master_pss": master, "others_pss": others, "budget": budget,
+            "limit": self.limit,
+        }
+        if not self.adapting:
+            self.state = {**base, "state": "off: gunicorn's own configuration sets the count"}
+            return
+        if len(workers) != self.wanted:
+            if now - self.changed_at > SYNC_TIMEOUT:
+                self.adapting = False  # e.g. `workers = 4` in gunicorn.conf.py: theirs wins
+                self.state = {**base, "state": "off: gunicorn's own configuration sets the count"}
+            else:
+                self.state = {**base, "state": f"waiting for {self.wanted} workers"}
+            return
+        # the largest worker: one still importing the app does not lower it, an old one does
+        stable = per_worker and abs(per_worker - self.last_per_worker) <= STABLE * per_worker
+        self.last_per_worker = per_worker
+        if not stable:
+            self.state = {**base, "state": "measuring"}
+            return
+        if self.wanted < self.max_count and budget >= (self.wanted + 1) * per_worker * GROW_MARGIN:
+            self._ask("SIGTTIN", self.wanted + 1, per_worker, budget, now)
+            self.state = {**base, "wanted": self.wanted, "state": "growing"}
+        elif self.wanted > 1 and budget < self.wanted * per_worker:
+            self._ask("SIGTTOU", self.wanted - 1, per_worker, budget, now)
+            self.state = {**base, "wanted": self.wanted, "state": "shrinking"}
+        else:
+            why = "CPU cap" if self.wanted >= self.max_count else "memory"
+            self.state = {**base, "state": f"steady ({why})"}
+
+    def _ask(self, signame: str, count: int, per_worker: int, budget: int, now: float) -> None:
+        reason = (f"sizing: {self.wanted} -> {count} web workers ({per_worker // MB} MiB each "
+                  f"measured, {budget // MB} MiB for them, CPU cap {self.max_count})")
+        self.runtime.request_signal(self.instance, self.pid, signame, reason)
+        self.wanted, self.changed_at = count, now

@@ -51,6 +51,15 @@ def table(report: dict) -> str:
         + (f", {rss / MIB:.1f} MiB" if rss else "")
         + (f", only {','.join(sup['only'])}" if sup.get("only") else ""),
     ]
+    sizing = (report.get("resources") or {}).get("sizing")
+    if sizing and sizing.get("workers") is not None:
+        measured = (f"; {sizing['per_worker_pss'] / MIB:.0f} MiB each measured, room for "
+                    f"{sizing['room']} in {max(0, sizing['budget']) / MIB:.0f} MiB"
+                    if sizing.get("per_worker_pss") else "")
+        lines.append(f"sizing: {sizing['instance']} {sizing['workers']} workers (CPU cap "
+                     f"{sizing['max']}){measured}; {sizing['state']}")
+    elif sizing:
+        lines.append(f"sizing: {sizing['instance']} {sizing['state']}")
     rows = [("PROCESS", "STATE", "HEALTHY", "PID", "UP", "RESTARTS", "MEMORY", "LAST EXIT",
              "PROBE")]
     for p in report["processes"]:
