@@ -152,3 +152,35 @@ def test_bad_directory_is_exit_2(tmp_path):
     result = start_all(tmp_path, "check", str(tmp_path / "missing"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"start-all check: {tmp_path / 'missing'} is not a directory"
+
+
+def test_debug_sqlite_options_on_old_django_and_static_files_without_a_root(tmp_path):
+    settings = """\
+    SECRET_KEY = "x"
+    DEBUG = True
+    ALLOWED_HOSTS = ["*"]
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3",
+                             "OPTIONS": {"transaction_mode": "IMMEDIATE"}}}
+    """
+    project = project_with(tmp_path, settings, "web: gunicorn mysite.wsgi\n",
+                           requirements__txt="Django==4.2.16\n")
+    result = start_all(project, "check")
+    assert result.returncode == 1
+    errors = lines(result, "error")
+    assert any(e.startswith("error: mysite/settings.py:2: DEBUG is True") for e in errors)
+    sqlite = next(e for e in errors if "need Django 5.1" in e)
+    assert sqlite.startswith("error: mysite/settings.py:4: SQLite OPTIONS ['transaction_mode']")
+    assert "Django 4.2.16 (requirements.txt:1)" in sqlite
+
+    static = project_with(tmp_path / "s", """\
+    SECRET_KEY = "x"
+    ALLOWED_HOSTS = ["*"]
+    INSTALLED_APPS = ["django.contrib.staticfiles"]
+    STATIC_URL = "/static/"
+    """, "web: gunicorn mysite.wsgi\n", Dockerfile="FROM python:3.12-slim\nCOPY . .\n")
+    result = start_all(static, "check")
+    errors, warnings = lines(result, "error"), lines(result, "warning")
+    assert any(e.startswith("error: mysite/settings.py:4: STATIC_ROOT is not set") for e in errors)
+    assert any(w.startswith("warning: Dockerfile: the Dockerfile never runs collectstatic: every "
+                            "static file is a 404") for w in warnings)
+    assert any("nothing serves STATIC_URL" in w for w in warnings)
