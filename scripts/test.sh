@@ -10,9 +10,11 @@ runtime=../shared/tools/container-runtime.sh
 if [ -x "$runtime" ] || [ -f "$runtime" ]; then
   eval "$(bash "$runtime")"
 fi
-# system programs some tests drive for real: a transaction-mode pooler, compose validation
+# system programs some tests drive for real: a transaction-mode pooler, compose validation,
+# wrk (the chaos suite's load on the web)
 missing=()
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 if ((${#missing[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "test.sh: installing ${missing[*]}" >&2

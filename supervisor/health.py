@@ -88,6 +88,8 @@ class HealthView:
         processes, failing, degraded, ready = [], False, False, True
         for p in snap["processes"]:
             probe = probes.get(p["name"])
+            if probe and p["started_at"] and probe["checked_at"] < p["started_at"]:
+                probe = None  # about the previous run (e.g. "backoff"): not this one's
             running = p["state"] == "running"
             healthy = running and (probe is None or probe["ok"] is not False)
             # up but its database is not (heartbeat), or waiting out the outage to restart
