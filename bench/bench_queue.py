@@ -32,8 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-PEERS = ["native", "pgqueuer-asyncpg", "pgqueuer-psycopg", "procrastinate", "celery",
-         "django-q2"]
+PEERS = ["native", "graphile-worker", "pgqueuer-asyncpg", "pgqueuer-psycopg", "procrastinate",
+         "celery", "django-q2"]
 CHUNK = 1000  # jobs per batched enqueue call
 
 
@@ -162,8 +162,9 @@ def peer_native(args) -> dict:
 PGQ_DRIVER = os.environ.get("BENCH_PGQ_DRIVER", "psycopg")
 
 
-async def _pgq_connect(url: str):
-    """A pgqueuer Queries on its fastest driver (asyncpg) or on psycopg, per BENCH_PGQ_DRIVER."""
+async def _pgq_connect(url: str, listener: bool = False):
+    """A pgqueuer Queries on its fastest driver (asyncpg) or on psycopg, per BENCH_PGQ_DRIVER;
+    `listener`: for a worker (it LISTENs)."""
     from pgqueuer import Queries
 
     if PGQ_DRIVER == "asyncpg":
@@ -176,7 +177,39 @@ async def _pgq_connect(url: str):
     from pgqueuer import PsycopgDriver
 
     conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    return conn, Queries(PsycopgDriver(conn))
+    if not listener:
+        return conn, Queries(PsycopgDriver(conn))
+    # psycopg's notifies() holds the connection's lock while it waits (pgqueuer waits 1 s at a
+    # time), so on ONE connection every dequeue after a NOTIFY queues behind the watcher's next
+    # 1 s wait: the ~1,000 ms "pickup" this bench used to report. A worker gets the LISTEN on a
+    # connection of its own (asyncpg has no such lock: one connection is fine there).
+    listen = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    return conn, Queries(_SplitDriver(PsycopgDriver(conn), PsycopgDriver(listen)))
+
+
+class _SplitDriver:
+    """A pgqueuer driver: queries on one psycopg connection, LISTEN on another."""
+
+    def __init__(self, queries, listener) -> None:
+        self._queries, self._listener = queries, listener
+
+    def __getattr__(self, name: str):
+        return getattr(self._queries, name)
+
+    async def add_listener(self, channel, callback) -> None:
+        await self._listener.add_listener(channel, callback)
+
+    async def remove_listener(self, channel, callback) -> None:
+        await self._listener.remove_listener(channel, callback)
+
+    async def __aenter__(self):
+        await self._listener.__aenter__()
+        await self._queries.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._queries.__aexit__(*exc)
+        await self._listener.__aexit__(*exc)
 
 
 async def _pgq_worker(url: str) -> dict:
@@ -184,7 +217,7 @@ async def _pgq_worker(url: str) -> dict:
     from pgqueuer import QueueManager
     from pgqueuer.domain.types import QueueExecutionMode
 
-    _, queries = await _pgq_connect(url)
+    _, queries = await _pgq_connect(url, listener=True)
     qm = QueueManager(queries)
     seen = {"first": None, "last": None, "count": 0}
 
@@ -240,7 +273,7 @@ async def _pgq_latency_worker(url: str) -> dict:
     """A continuous pgqueuer worker process printing, per job, now - the enqueue time."""
     from pgqueuer import QueueManager
 
-    _, queries = await _pgq_connect(url)
+    _, queries = await _pgq_connect(url, listener=True)
     qm = QueueManager(queries)
 
     @qm.entrypoint("stamp")
@@ -271,6 +304,50 @@ async def _pgq_latency(args) -> dict:
         except subprocess.TimeoutExpired:
             worker.kill()
     return latency_summary(samples)
+
+
+# --- graphile-worker (Node) ----------------------------------------------------------------
+PEERS_DIR = ROOT / "bench" / ".peers"  # gitignored: npm installs graphile-worker here
+
+
+def _graphile(url: str, *argv: object, timeout: float = 600) -> dict:
+    modules = PEERS_DIR / "node_modules"
+    if not (modules / "graphile-worker").is_dir():
+        PEERS_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", str(PEERS_DIR), "--no-audit", "--no-fund",
+                        "--silent", "graphile-worker"], check=True, timeout=600,
+                       stdout=subprocess.DEVNULL)
+    proc = subprocess.run(
+        ["node", str(ROOT / "bench" / "graphile_peer.cjs"), url, *map(str, argv)],
+        env={**os.environ, "NODE_PATH": str(modules)}, capture_output=True, text=True,
+        timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["node failed"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peer_graphile(args) -> dict:
+    """graphile-worker tuned per its performance page (localQueue 500, completeJobBatchDelay
+    0); the same jobs, concurrency and timing as the others: drain time from the tasks' own
+    clock (first start to last finish), batched enqueue with addJobs (1,000 per call)."""
+    import psycopg
+
+    db = psycopg.connect(args.db, autocommit=True)
+
+    def clear() -> None:
+        db.execute("TRUNCATE graphile_worker._private_jobs CASCADE")
+
+    out: dict = {"n": args.n}
+    out["enqueue_single"] = _graphile(args.db, "single", min(args.n, 2000))["rate"]
+    for concurrency in (1, 4):
+        clear()
+        rate = _graphile(args.db, "batch", args.n)["rate"]
+        out.setdefault("enqueue_batch", rate)
+        seen = _graphile(args.db, "drain", args.n, concurrency)
+        out[f"tput_{concurrency}"] = seen["count"] / (seen["last"] - seen["first"])
+    clear()
+    out.update(latency_summary(_graphile(args.db, "latency", args.samples)["samples"]))
+    return out
 
 
 # --- procrastinate ------------------------------------------------------------------------
@@ -518,6 +595,7 @@ RUNNERS = {
     "procrastinate": peer_procrastinate,
     "celery": peer_celery,
     "django-q2": peer_django_q,
+    "graphile-worker": peer_graphile,
     "django-q2-run": peer_django_q_run,
     "pgqueuer-worker": lambda args: asyncio.run(_pgq_worker(args.db)),
     "pgqueuer-latency-worker": lambda args: asyncio.run(_pgq_latency_worker(args.db)),
@@ -558,6 +636,12 @@ def table(results: dict[str, dict], native_rss: float | None) -> str:
                 goals.append(
                     f"throughput vs {name}: {native['tput_1'] / pgq['tput_1']:.2f}x with 1 "
                     f"worker, {native['tput_4'] / pgq['tput_4']:.2f}x with 4 (goal >= 1)")
+        gw = results.get("graphile-worker", {})
+        if "tput_1" in gw:
+            goals.append(
+                f"throughput vs graphile-worker (tuned): {native['tput_1'] / gw['tput_1']:.2f}x "
+                f"with 1 worker, {native['tput_4'] / gw['tput_4']:.2f}x with 4 (goal >= 1.2); "
+                f"batched enqueue {native['enqueue_batch'] / gw['enqueue_batch']:.2f}x")
         dq = results.get("django-q2", {})
         if "tput_1" in dq:
             goals.append(f"1-worker throughput vs django-q2 ORM: "

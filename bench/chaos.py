@@ -241,10 +241,18 @@ class Queue:
         self.url = db_url
 
     def enqueue(self, ids, seconds: float = 0.0) -> None:
+        import psycopg
+
         ids = list(ids)
         for start in range(0, len(ids), 1000):
             chunk = ids[start:start + 1000]
-            self.group(self.app.work.s(i, seconds) for i in chunk).apply_async()
+            for attempt in (1, 2):  # the producer's connection may predate a server restart
+                try:
+                    self.group(self.app.work.s(i, seconds) for i in chunk).apply_async()
+                    break
+                except psycopg.OperationalError:
+                    if attempt == 2:
+                        raise
 
     def counts(self) -> dict[str, int]:
         import psycopg
