@@ -16,6 +16,7 @@ from honcho.environ import PROCFILE_LINE, parse, parse_procfile
 MAX_ARG = 32 * 4096 - 1
 MAX_FILE = 1024 * 1024  # a Procfile or .env beyond this is not a configuration file
 MAX_PROCESSES = 100
+PLAIN_BREAKERS = set("'\"\\#")  # quotes, escapes, comments: the lines left to honcho
 ENV_LINE = re.compile(r"^\s*(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=")
 
 
@@ -83,9 +84,8 @@ def load_env_file(path: Path) -> dict[str, str]:
     honcho skips lines it cannot read; here each one is an error naming its line, since a
     skipped `SECRET_KEY value` would start the app without it. Values are never shown."""
     text = _read(path, "env file")
-    empty, lines = [], []
+    values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        lines.append(line)
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -98,12 +98,13 @@ def load_env_file(path: Path) -> dict[str, str]:
         if not match:  # the line itself is never shown: it may be a pasted secret
             why = "a name before '=' (letters, digits, _)" if "=" in line else "no '='"
             raise ProcfileError(f"{path}:{number}: expected KEY=value, this line has {why}")
-        if match.group(1):  # `export KEY=value`, as a shell would read it
-            lines[-1] = line[match.end(1):]
-        if not stripped.split("=", 1)[1].strip():
-            empty.append(match.group(0).rstrip("= \t").split()[-1])  # honcho drops KEY=
-    try:
-        values = parse("\n".join(lines))
-    except ValueError as error:  # shlex: unbalanced quotes
-        raise ProcfileError(f"{path}: {error}") from None
-    return {**dict.fromkeys(empty, ""), **values}
+        name = match.group(0).rstrip("= \t").split()[-1]
+        value = line[match.end():].strip()
+        if not value or not any(c in PLAIN_BREAKERS or c.isspace() for c in value):
+            values[name] = value  # what honcho's shlex gives (it drops `KEY=`), without its cost
+            continue
+        try:
+            values.update(parse(line[match.end(1):] if match.group(1) else line))
+        except ValueError as error:  # shlex: unbalanced quotes
+            raise ProcfileError(f"{path}:{number}: {error}") from None
+    return values
