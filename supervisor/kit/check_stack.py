@@ -178,26 +178,44 @@ def native_in_use(project: Project) -> bool:
     )
 
 
-def native_equivalents() -> dict[tuple[str, str], str]:
-    """(celery module, name) -> the import that gives the native one."""
-    from supervisor import native
+# celery module -> where the native worker's names of that module live (docs/native-worker.md,
+# "Migrating from Celery")
+NATIVE_MODULES = {
+    "celery": "supervisor.native",
+    "celery.canvas": "supervisor.native",
+    "celery.result": "supervisor.native",
+    "celery.exceptions": "supervisor.native",
+    "celery.schedules": "supervisor.native",
+    "celery.utils.log": "supervisor.native",
+    "celery.signals": "supervisor.native.signals",
+    "celery.contrib.testing.worker": "supervisor.native.testing",
+}
 
-    return {
-        (celery_module, name): f"from supervisor.native import {name}"
-        for name, (_, celery_module) in native._EXPORTS.items()
-    }
+
+def native_import(celery_module: str, name: str) -> str | None:
+    """The import that gives the native NAME for `from celery_module import name`."""
+    import importlib
+
+    target = NATIVE_MODULES.get(celery_module)
+    if target is None or not name:
+        return None
+    try:
+        module = importlib.import_module(target)
+        exported = name in getattr(module, "_EXPORTS", {}) or hasattr(module, name)
+    except Exception:
+        return None
+    return f"from {target} import {name}" if exported else None
 
 
 def check_celery_imports(project: Project) -> list[Finding]:
     if not native_in_use(project):
         return []
-    equivalents = native_equivalents()
     findings = []
     for found in source.imports_of(project.root, "celery"):
         where = project.where(found.path, found.line)
         names = found.names or ("",)
         for name in names:
-            native = equivalents.get((found.module, name))
+            native = native_import(found.module, name)
             if found.module == "celery" and name in ("", "*"):
                 fix = "import from supervisor.native instead (same names)"
             elif native:
