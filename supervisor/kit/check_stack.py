@@ -46,9 +46,12 @@ def check_processes(project: Project) -> list[Finding]:
             "error", "more than one celery beat: every periodic task would be sent once per beat",
             "Procfile", "keep exactly one `celery beat` line"))
     if "celery-worker" in kinds and "celery-beat" not in kinds:
-        findings.append(Finding(
-            "warning", "celery worker without celery beat: periodic tasks will never be sent",
-            "Procfile", "add `beat: celery -A APP beat` (one only)"))
+        periodic = periodic_tasks(project)
+        if periodic:
+            findings.append(Finding(
+                "warning", "celery worker without celery beat: the periodic tasks "
+                f"({periodic}) are never sent", "Procfile",
+                "add `beat: celery -A APP beat` (one only)"))
     release = next((p for p in processes if p.name == "release"), None)
     if release and re.search(r"\bmigrate\b", release.line) and (
         "start-all migrate" not in release.line
@@ -61,6 +64,20 @@ def check_processes(project: Project) -> list[Finding]:
         if process.kind == "gunicorn":
             findings += check_gunicorn(project, process)
     return findings
+
+
+PERIODIC = re.compile(r"beat_schedule|BEAT_SCHEDULE|periodic_task|add_periodic_task")
+
+
+def periodic_tasks(project: Project) -> str:
+    """'file:line' of the first periodic-task declaration for Celery beat, '' if none."""
+    for path in source.python_files(project.root):
+        line = source.first_line(path, PERIODIC.pattern)
+        if line:
+            return project.where(path, line)
+    if (project.settings or {}).get("START_ALL_SCHEDULES"):
+        return "START_ALL_SCHEDULES"
+    return ""
 
 
 def calls_cpu_count(text: str) -> bool:
