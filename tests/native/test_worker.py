@@ -40,7 +40,9 @@ def test_countdown_is_respected(qapp, db, start_worker, tmp_path):
     sent = time.time()
     r = qapp.mark.apply_async(args=["later", str(tmp_path / "m")], countdown=1.5)
     time.sleep(0.3)
-    assert r.state == "PENDING"
+    state = r.state
+    if time.time() - sent < 1.4:  # a stalled machine may be past the countdown already
+        assert state == "PENDING"
     r.get(timeout=10)
     assert time.time() - sent >= 1.4
 
