@@ -13,6 +13,8 @@
            (short 3). Container survives, lost, time to resume, what /healthz said and when.
 - sigterm: SIGTERM to start-all while 50 tasks run (half short, half longer than the stop
            budget): finished / returned / run twice, exit code, stop time.
+- peers:   the same stop of PostgreSQL under django-q2's qcluster (ORM broker) and a Celery
+           worker (Redis broker, tasks that need the database): exits, lost, resume (full mode).
 
 Prints one table (markdown); `--json` also writes the figures. The zero figures (failed
 requests, zombies, lost, finished-run-again, false FAILUREs, container exits) are what the
@@ -48,7 +50,7 @@ from tests.pgcluster import PgCluster  # noqa: E402  (one throwaway-cluster impl
 
 BASE_URL = os.environ.get("CHAOS_BASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PY = sys.executable
-SCENARIOS = ("kills", "tasks", "outage", "sigterm")
+SCENARIOS = ("kills", "tasks", "outage", "sigterm", "peers")  # --short leaves out "peers"
 
 
 # ----- small helpers ------------------------------------------------------------------------------
@@ -118,22 +120,27 @@ class Stack:
     """start-all (as PID 1 of a fresh PID namespace when root) running web + native worker."""
 
     def __init__(self, db_url: str, tmp: Path, concurrency: int = 4, env: dict | None = None,
-                 web_workers: int = 2) -> None:
+                 web_workers: int = 2, worker: str | None = None, release: str | None = None,
+                 marker: str = "supervisor.native") -> None:
         self.tmp = tmp
         self.port = free_port()
         self.hport = free_port()
+        self.marker = marker
         self.marks = Marks(tmp / f"marks-{uuid.uuid4().hex[:6]}")
-        procfile = tmp / "Procfile"
+        procfile = tmp / f"Procfile-{uuid.uuid4().hex[:6]}"
+        worker = worker or (f"python3 -m supervisor.native worker -A chaos_app:app "
+                            f"-c {concurrency} -l WARNING")
         procfile.write_text(
-            f"web: gunicorn --chdir {ROOT / 'bench'} --bind 127.0.0.1:$PORT "
+            (f"release: {release}\n" if release else "")
+            + f"web: gunicorn --chdir {ROOT / 'bench'} --bind 127.0.0.1:$PORT "
             f"--workers {web_workers} chaos_app:wsgi\n"
-            f"worker: python3 -m supervisor.native worker -A chaos_app:app -c {concurrency} "
-            "-l WARNING\n")
+            f"worker: {worker}\n")
         base = {k: v for k, v in os.environ.items() if not k.startswith("START_ALL_")}
         self.env = {
             **base,
             "PATH": os.pathsep.join([os.path.dirname(PY), os.environ.get("PATH", "")]),
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT)]),
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT / "bench"), str(ROOT / "bench" / "chaos_django"), str(ROOT)]),
             "DATABASE_URL": db_url, "CHAOS_MARKS": str(self.marks.path),
             "PORT": str(self.port), "START_ALL_HEALTH_PORT": str(self.hport),
             "START_ALL_HEALTH_INTERVAL": "0.5", "START_ALL_SIZING": "off",
@@ -172,7 +179,7 @@ class Stack:
     def worker_pid(self) -> int | None:
         try:
             for child in self.supervisor.children():
-                if "supervisor.native" in " ".join(child.cmdline()) and (
+                if self.marker in " ".join(child.cmdline()) and (
                         child.status() != psutil.STATUS_ZOMBIE):
                     return child.pid
         except psutil.Error:
@@ -627,6 +634,111 @@ def scenario_sigterm(args, tmp: Path) -> dict:
         drop_database(name)
 
 
+def scenario_peers(args, tmp: Path) -> dict:
+    """What django-q2's qcluster and a Celery worker (Redis broker, tasks that need the
+    database) do under start-all while their PostgreSQL is stopped."""
+    down_for = 5.0 if args.short else 20.0
+    django_dir = ROOT / "bench" / "chaos_django"
+    out = {}
+    for kind in ("qcluster", "celery"):
+        cluster = PgCluster()
+        stack = None
+        try:
+            cluster.start()
+            url = cluster.create_database("peer")
+            env = {"START_ALL_BACKOFF_MAX": "5"}
+            if kind == "qcluster":
+                options = {"worker": f"cd {django_dir} && python3 manage.py qcluster",
+                           "release": f"python3 {django_dir / 'manage.py'} migrate --no-input",
+                           "marker": "qcluster"}
+                env["DJANGO_SETTINGS_MODULE"] = "chaosproj.settings"
+            else:
+                env["CHAOS_CELERY_QUEUE"] = f"chaos-{uuid.uuid4().hex[:8]}"
+                options = {"worker": "celery -A chaos_celery worker -c 2 -l WARNING "
+                                     "--without-gossip --without-mingle",
+                           "marker": "celery"}
+            stack = Stack(url, tmp, env=env, **options)
+            send = _peer_sender(kind, stack)
+            health = HealthLog(stack)
+            stack.wait_ready(120)
+            health.start()
+            sent = list(range(0, 20))
+            send(sent, 0.2)
+            wait_until(lambda stack=stack: len(stack.marks.read()) >= 4, 60,
+                       f"{kind} running tasks")
+            stop_at = time.time()
+            cluster.stop()
+            while time.time() - stop_at < down_for:
+                if kind == "celery":  # the broker is up: the web goes on sending tasks
+                    i = 1000 + len(sent)
+                    send([i], 0.0)
+                    sent.append(i)
+                time.sleep(0.5)
+            cluster.start()
+            start_at = time.time()
+            after = list(range(5000, 5020))
+            send(after, 0.0)
+            sent += after
+            try:
+                wait_until(lambda stack=stack, after=after: set(after) <= {
+                    i for k, i, _, _ in stack.marks.read() if k == "E"}, 90,
+                    f"{kind} working again")
+            except TimeoutError:
+                pass
+            try:  # and until the supervisor saw the database back (for the /healthz column)
+                wait_until(lambda health=health, start_at=start_at: any(
+                    t > start_at and ok is True for t, _, _, ok in health.samples), 15,
+                    "the database check ok")
+            except TimeoutError:
+                pass
+            marks = stack.marks.read()
+            ended = {i for k, i, _, _ in marks if k == "E"}
+            resumed = min((t for k, _, _, t in marks if k == "E" and t > start_at),
+                          default=None)
+            code, report = stack.health()
+            worker = next(p for p in report["processes"] if p["name"] == "worker.1")
+            output = stack.output
+            out[kind] = {
+                "down_s": down_for, "sent": len(sent), "lost": len(set(sent) - ended),
+                "worker_exits": output.count("worker.1 exited") + output.count("worker.1 killed"),
+                "not_counted": output.count("not counted as a crash"),
+                "restarts": worker["restarts"],
+                "resume_after_start_s": round(resumed - start_at, 2) if resumed else None,
+                "container_alive": stack.proc.poll() is None,
+                "healthz": health.summary(stop_at),
+            }
+            health.halt.set()
+        finally:
+            if stack is not None:
+                stack.stop()
+            cluster.destroy()
+    return out
+
+
+def _peer_sender(kind: str, stack: Stack):
+    """send(ids, seconds): enqueue record tasks the way that worker's app would."""
+    if kind == "celery":
+        from celery import Celery
+
+        client = Celery(broker=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        queue = stack.env["CHAOS_CELERY_QUEUE"]
+
+        def send(ids, seconds):
+            for i in ids:
+                client.send_task("chaos_celery.touch_db", (i, seconds), queue=queue)
+
+        return send
+    django_dir = ROOT / "bench" / "chaos_django"
+
+    def send(ids, seconds):
+        code = ("from django_q.tasks import async_task\n"
+                f"for i in {list(ids)!r}: async_task('chaos_marks.record', i, {seconds})")
+        subprocess.run([PY, "manage.py", "shell", "-c", code], cwd=django_dir,
+                       env=stack.env, check=True, capture_output=True, timeout=60)
+
+    return send
+
+
 # ----- the table ----------------------------------------------------------------------------------
 
 
@@ -678,10 +790,28 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def peer_rows(results: dict) -> list[str]:
+    lines = []
+    for kind, p in results.get("peers", {}).items():
+        took = p["resume_after_start_s"]
+        resume = f"{took} s" if took is not None else "never"
+        lines.append(
+            f"| {kind} | {p['down_s']:g} s | {p['worker_exits']} ({p['not_counted']} not counted "
+            f"as crashes) | {'yes' if p['container_alive'] else 'NO'} | {p['lost']} of "
+            f"{p['sent']} | {resume} | {p['healthz']} |")
+    if lines:
+        lines[:0] = ["", "| worker | PostgreSQL down | worker exits | container survives | "
+                     "tasks lost | working again after the restart | /healthz |",
+                     "|---|---|---|---|---|---|---|"]
+    return lines
+
+
 def table(results: dict) -> str:
     lines = ["| scenario | figure | measured | target |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(results)]
-    return "\n".join(lines)
+    if not rows(results):
+        lines = []
+    return "\n".join(lines + peer_rows(results))
 
 
 def zero_figures(results: dict) -> dict[str, object]:
@@ -709,9 +839,11 @@ def zero_figures(results: dict) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="the quick variant (the test's)")
-    parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--only", default=None, help=f"some of {','.join(SCENARIOS)}")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
+    if args.only is None:
+        args.only = ",".join(s for s in SCENARIOS if not (args.short and s == "peers"))
     if not shutil.which("wrk") and "kills" in args.only:
         print("chaos: wrk not found (apt-get install -y wrk)", file=sys.stderr)
         return 2
