@@ -199,6 +199,10 @@ class Signature(dict):
             return chain(self, other)
         return NotImplemented
 
+    def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
+        raise NotImplementedError("stamping (Signature.stamp, StampingVisitor) is not supported "
+                                  "by the native worker; pass headers= to apply_async instead")
+
     def __invert__(self) -> Any:
         return self.apply_async().get()
 
@@ -214,6 +218,13 @@ class Signature(dict):
     def _freeze_all(self) -> Any:
         """Give every task inside an id; returns the result object the caller will hold."""
         return self.freeze()
+
+
+class StampingVisitor:
+    """Celery's stamping API is not supported here: Signature.stamp() says so."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
