@@ -312,9 +312,15 @@ def shared_task(*args: Any, **options: Any) -> Any:
 def _pydantic_wrapper(fun: Callable, run: Callable, options: dict) -> Callable:
     """pydantic=True: arguments validated into the annotated types, a model result dumped to
     a dict (JSON), as Celery does."""
+    import typing
+
     import pydantic
 
-    hints = {k: v for k, v in getattr(fun, "__annotations__", {}).items() if k != "return"}
+    try:  # string annotations (from __future__ import annotations) resolved
+        hints = typing.get_type_hints(fun)
+    except Exception:
+        hints = dict(getattr(fun, "__annotations__", {}))
+    hints.pop("return", None)
     adapters = {k: pydantic.TypeAdapter(v) for k, v in hints.items()}
     strict = options.get("pydantic_strict", False)
     context = options.get("pydantic_context")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -29,6 +30,7 @@ from supervisor.native.job import Job
 from supervisor.native.result import AsyncResult, GroupResult, ResultSet
 from supervisor.native.serial import exception_from_dict, exception_to_dict, loads
 
+log = logging.getLogger("supervisor.native")
 # options keys that make a job part of a workflow (the worker's finish hook looks for them)
 FLOW_KEYS = ("chain", "link", "link_error", "chord", "replaces")
 
@@ -700,7 +702,13 @@ def after_finish(app: Any, tx: Any, finished: list[Finished]) -> None:
         counts: dict[str, list] = {}  # chord id -> [finished header tasks, first error]
         mirrors = []
         for event in events:
-            _follow(app, event, plan, counts, mirrors)
+            try:
+                _follow(app, event, plan, counts, mirrors)
+            except Exception as error:  # a broken follow-up must not stop the worker
+                log.exception("native: the follow-ups of %s[%s] could not be planned",
+                              event.name, event.task_id)
+                if event.status == "REPLACED":  # its result would never come: fail it
+                    tx.mirror(event.task_id, "FAILURE", exception_to_dict(error), None)
         if plan.chords:
             tx.insert_chords(plan.chords)
         if plan.jobs:
@@ -816,12 +824,10 @@ class ErrbackRequest:
 def call_errback_here(sig: Signature, task_id: str, exc: BaseException, traceback: Any,
                       request: Any = None) -> None:
     """Run a new-style errback in this process, as Celery does; its errors are logged."""
-    import logging
-
     try:
         sig.type(request or ErrbackRequest(task_id), exc, traceback, *sig.args, **sig.kwargs)
     except Exception:
-        logging.getLogger("supervisor.native").exception("errback %s failed", sig.name)
+        log.exception("errback %s failed", sig.name)
 
 
 def run_errbacks_in_worker(app: Any, request: Any, exc: BaseException, traceback: Any) -> None:
@@ -853,6 +859,10 @@ class Replaced(Ignore):
 def replacement(task: Any, sig: Any) -> Replaced:
     """The exception Task.replace() raises, carrying the replacement to plan."""
     sig = maybe_signature(sig, task.app)
+    if isinstance(sig, chain) and not sig.tasks:
+        from supervisor.native.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("Cannot replace with an empty chain")
     if isinstance(sig, group):  # Celery: a replacing group is collected into one result
         sig = chord(sig, collect_signature(task.app))
     return Replaced(sig.clone())

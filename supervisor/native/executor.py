@@ -70,14 +70,11 @@ def raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
-class _Rejected(Exception):
-    def __init__(self, reject: Reject) -> None:
-        self.reject = reject
-
-
-def request_fields(job: Held, hostname: str) -> dict:
+def request_fields(job: Held, hostname: str, task: Any = None) -> dict:
     """`self.request` of a job run by a worker: Celery's fields, workflow ones included."""
     options = job.options or {}
+    time_limit = options.get("time_limit", getattr(task, "time_limit", None))
+    soft_time_limit = options.get("soft_time_limit", getattr(task, "soft_time_limit", None))
     headers = options.get("headers") or {}
     fields = {
         # custom headers read as request attributes too, as in Celery
@@ -85,16 +82,18 @@ def request_fields(job: Held, hostname: str) -> dict:
         "id": job.task_id, "args": job.args, "kwargs": job.kwargs, "retries": job.retries,
         "is_eager": False, "called_directly": False, "hostname": hostname, "task": job.name,
         "delivery_info": {"routing_key": job.queue, "priority": job.priority,
-                          "exchange": "", "redelivered": False},
+                          "exchange": "", "redelivered": job.retries > 0},
         "ignore_result": job.ignore_result,
         "root_id": options.get("root_id") or job.task_id, "parent_id": options.get("parent_id"),
         "group_id": options.get("group_id"), "group_index": options.get("group_index"),
         "chord": options.get("chord"), "headers": headers or None,
-        "time_limit": options.get("time_limit"), "soft_time_limit": options.get("soft_time_limit"),
+        "time_limit": time_limit, "soft_time_limit": soft_time_limit,
         "callbacks": options.get("link"), "errbacks": options.get("link_error"),
         "chain": options.get("chain"),
         "properties": {"correlation_id": job.task_id, "priority": job.priority,
-                       "delivery_info": {"routing_key": job.queue}},
+                       "delivery_info": {"routing_key": job.queue},
+                       **(options.get("properties") or {})},
+        "replaced_task_nesting": options.get("replaced_task_nesting", 0),
         "reply_to": None, "correlation_id": job.task_id,
     }
     return fields
@@ -111,7 +110,7 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         reason = "expired" if job.expired else "revoked"
         return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError(reason)))
     args, kwargs = job.args, job.kwargs
-    task.push_request(**request_fields(job, hostname))
+    task.push_request(**request_fields(job, hostname, task))
     status, value, einfo = FAILURE, None, None
     dispatch.task_prerun.send(sender=task, task_id=job.task_id, task=task, args=args,
                               kwargs=kwargs)
@@ -155,12 +154,6 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
     except Ignore:
         status = "IGNORED"
         return Outcome(job, FORGET)
-    except Reject as reject:
-        if not reject.requeue:
-            raise _Rejected(reject) from None
-        status = RETRY
-        log.info("%s[%s] rejected with requeue: back in the queue", job.name, job.task_id)
-        return Outcome(job, RETRY, exception_to_dict(reject))
     except BaseException as exc:  # noqa: BLE001 - a task may raise anything
         value, einfo = exc, tb_module.format_exc()
         if job.terminated:
@@ -168,7 +161,10 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
             dispatch.task_revoked.send(sender=task, request=task.request, terminated=True,
                                        signum=None, expired=False)
             return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError("terminated")))
-        exc = exc.reject if isinstance(exc, _Rejected) else exc
+        if isinstance(exc, Reject) and exc.requeue:
+            status = RETRY  # back in the queue; delivery_info["redelivered"] says so next time
+            log.info("%s[%s] rejected with requeue", job.name, job.task_id)
+            return Outcome(job, RETRY, exception_to_dict(exc), einfo)
         try:
             task.on_failure(exc, job.task_id, args, kwargs, einfo)
         except Exception:

@@ -235,7 +235,6 @@ class Task:
         """Validate and encode one call; errors surface here, in the caller, not in a worker."""
         if serializer not in (None, "json"):
             raise EncodeError(f"{self.name}: serializer {serializer!r} unsupported: JSON only")
-        _check_options(self.name, unknown)
         conf = self.app.conf
         args_json, kwargs_json = dumps_call(self.name, args, kwargs)
         expires = self.expires if expires is None else expires
@@ -246,15 +245,20 @@ class Task:
             options.update(callbacks_option(self.app, link, link_error))
         hard = time_limit if time_limit is not None else self.time_limit
         soft = soft_time_limit if soft_time_limit is not None else self.soft_time_limit
+        _check_options(self.name, {k: v for k, v in unknown.items()
+                                   if k not in MESSAGE_PROPERTIES})
         if hard is not None and soft is not None and float(soft) > float(hard):
-            raise ValueError(f"{self.name}: soft_time_limit ({soft}) is greater than "
-                             f"time_limit ({hard})")
+            raise ValueError(f"{self.name}: soft_time_limit must be less than or equal to "
+                             f"time_limit (got {soft} > {hard})")
         if time_limit is not None:
             options["time_limit"] = float(time_limit)
         if soft_time_limit is not None:
             options["soft_time_limit"] = float(soft_time_limit)
         if headers:
             options["headers"] = dict(headers)
+        properties = {k: unknown.pop(k) for k in MESSAGE_PROPERTIES if k in unknown}
+        if properties:  # AMQP message properties: kept, and read back as request.properties
+            options["properties"] = properties
         if priority is None:
             priority = self.priority if self.priority is not None else conf.task_default_priority
         return Job(
@@ -302,10 +306,14 @@ class Task:
         task_id = str(task_id or uuid.uuid4())
         args, kwargs = list(args or ()), dict(kwargs or {})
         propagate = self.app.conf.task_eager_propagates if throw is None else throw
+        outer = getattr(self._local, "stack", None)
+        parent = outer[-1] if outer else None  # apply() inside a running task: its child
+        lineage = {"parent_id": parent.id if parent else None,
+                   "root_id": (parent.root_id or parent.id) if parent else task_id}
         while True:
             self.push_request(id=task_id, args=args, kwargs=kwargs, retries=retries,
                               is_eager=True, called_directly=False, task=self.name,
-                              delivery_info={"is_eager": True})
+                              delivery_info={"is_eager": True}, **lineage)
             try:
                 value = self(*args, **kwargs)
                 pending = self.request.retry_request
@@ -374,13 +382,16 @@ def _signature_of(fun: Any) -> inspect.Signature:
     return sig
 
 
+MESSAGE_PROPERTIES = ("app_id", "user_id", "content_type", "content_encoding", "reply_to",
+                      "correlation_id", "message_id", "type")
 # apply_async options Celery has that change nothing here (AMQP routing details)
 HARMLESS_OPTIONS = frozenset({
     "exchange", "routing_key", "exchange_type", "delivery_mode", "mandatory", "immediate",
     "connection", "producer", "router", "add_to_parent", "publisher", "retry", "retry_policy",
-    "compression", "reply_to", "correlation_id", "shadow", "chord", "group_id", "group_index",
+    "compression", "shadow", "chord", "group_id", "group_index",
     "root_id", "parent_id", "task_type", "stamped_headers", "stamps", "ignore_result",
-    "content_type", "content_encoding", "declare", "subtask_type", "immutable",
+    "content_type", "content_encoding", "declare", "subtask_type", "immutable", "argsrepr",
+    "kwargsrepr",
 })
 
 
