@@ -97,7 +97,7 @@ def measure(app_module, n: int, rounds: int, done: Path) -> dict:
         t0 = time.time()
         result = chord(noop.s(i) for i in range(n))(collect.s())
         send.append(time.time() - t0)
-        wait_until(lambda: len(body_times(done)) > seen, 300, "the chord body")
+        wait_until(lambda seen=seen: len(body_times(done)) > seen, 300, "the chord body")
         finished, count = body_times(done)[-1]
         assert count == n, f"the body got {count} results, not {n}"
         total.append(finished - t0)
