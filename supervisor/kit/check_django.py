@@ -94,8 +94,9 @@ def where_set(project: Project, name: str) -> str:
     if path is None:
         return ""
     found = source.assignments(project.root, path, name)
-    if found:
-        return project.where(found[-1].path, found[-1].line)
+    own = [a for a in found if not a.helper_call]  # the app's own line, else the helper's
+    for assignment in (own or found)[-1:]:
+        return project.where(assignment.path, assignment.line)
     return project.where(path)
 
 

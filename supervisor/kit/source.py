@@ -46,6 +46,7 @@ class Assignment:
     line: int
     value: ast.expr | None  # None for a star import that brought the name in
     derived: bool  # the value refers to the name itself ({**Q_CLUSTER, ...}, X.update)
+    helper_call: bool = False  # start_all_settings(globals()), which may change it
 
 
 def _resolve_from(root: Path, path: Path, node: ast.ImportFrom) -> Path | None:
@@ -94,7 +95,7 @@ def assignments(root: Path, path: Path, name: str, _seen: set | None = None) -> 
             func = node.value.func
             called = getattr(func, "id", getattr(func, "attr", ""))
             if called == "start_all_settings":
-                found.append(Assignment(path, node.lineno, node.value, True))
+                found.append(Assignment(path, node.lineno, node.value, True, True))
     return found
 
 

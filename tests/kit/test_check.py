@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import textwrap
 
 from tests.kit.conftest import kit_env, start_all
@@ -184,3 +187,26 @@ def test_debug_sqlite_options_on_old_django_and_static_files_without_a_root(tmp_
     assert any(w.startswith("warning: Dockerfile: the Dockerfile never runs collectstatic: every "
                             "static file is a 404") for w in warnings)
     assert any("nothing serves STATIC_URL" in w for w in warnings)
+
+
+def test_schedule_rows_that_run_twice_on_postgresql_then_adopted(example_project, pg_url):
+    env = kit_env(example_project, DATABASE_URL=pg_url)
+    assert start_all(example_project, "migrate", "--sync-schedules", env=env).returncode == 0
+    made = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c",
+         "from django_q.models import Schedule\nSchedule.objects.create(name='mine', "
+         "func='bookings.tasks.cleanup_old_records', schedule_type='D')"],
+        cwd=example_project, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    result = start_all(example_project, "check", env=env)
+    assert result.returncode == 1
+    twice = next(e for e in lines(result, "error") if "Schedule rows run" in e)
+    assert re.match(r"error: demo/settings\.py:\d+: 2 Schedule rows run "
+                    r"bookings\.tasks\.cleanup_old_records \('start-all:daily-cleanup', 'mine'\)",
+                    twice)
+    assert "fix: `start-all schedules sync --adopt`" in twice
+    assert start_all(example_project, "schedules", "sync", "--adopt", env=env).returncode == 0
+    after = start_all(example_project, "check", env=env)
+    assert after.returncode == 0, after.stdout
+    assert "ok: database: queue and 1 Schedule row(s) consistent" in after.stdout
