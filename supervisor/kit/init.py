@@ -69,15 +69,15 @@ def template_file(source: str) -> bytes:
     return files("supervisor.kit").joinpath("templates", *source.split("/")).read_bytes()
 
 
-def uvicorn_has_graceful_flag() -> bool:
-    from importlib import metadata
+def uvicorn_has_graceful_flag(project: Path) -> bool:
+    """The uvicorn the image gets (a requirements pin, else the installed one) knows
+    --timeout-graceful-shutdown (0.24 and later)."""
+    from supervisor.kit.source import version, version_tuple
 
-    from supervisor.kit.source import version_tuple
-
-    try:
-        return version_tuple(metadata.version("uvicorn")) >= (0, 24)
-    except metadata.PackageNotFoundError:
-        return True  # installed later from requirements: the fastapi extra needs >= 0.29
+    found = version(project, "uvicorn")
+    # not pinned nor installed: installed later from requirements, and the fastapi extra
+    # needs uvicorn >= 0.29
+    return found is None or version_tuple(found[0]) >= (0, 24)
 
 
 def render_fastapi_procfile(text: str, project: Path) -> str:
@@ -88,7 +88,7 @@ def render_fastapi_procfile(text: str, project: Path) -> str:
             "# no alembic.ini found: no release step. With schema migrations, add e.g.\n"
             "# release: start-all migrate -- alembic upgrade head\n",
         )
-    if not uvicorn_has_graceful_flag():
+    if not uvicorn_has_graceful_flag(project):
         text = text.replace(UVICORN_GRACEFUL, "")  # uvicorn < 0.24 exits 2 on it
     return text
 

@@ -74,6 +74,16 @@ def test_fastapi_procfile_has_a_release_line_only_with_alembic(tmp_path):
     assert start_all(with_alembic, "init", "fastapi-native").returncode == 0
     text = (with_alembic / "Procfile").read_text()
     assert "release: start-all migrate -- alembic upgrade head" in text.splitlines()
+    assert "--timeout-graceful-shutdown 7" in text  # the installed uvicorn has it
+
+
+def test_fastapi_procfile_leaves_out_flags_an_old_pinned_uvicorn_lacks(tmp_path):
+    (tmp_path / "requirements.txt").write_text("fastapi\nuvicorn==0.23.2\n")
+    assert start_all(tmp_path, "init", "fastapi-native").returncode == 0
+    web = next(line for line in (tmp_path / "Procfile").read_text().splitlines()
+               if line.startswith("web:"))
+    assert "uvicorn $ASGI_APP" in web and "--timeout-graceful-shutdown" not in web
+    assert start_all(tmp_path, "check", env=kit_env(tmp_path, ASGI_APP="x:app")).returncode == 0
 
 
 def test_unknown_template_is_one_line_with_the_known_ones(tmp_path):
