@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+import tempfile
 from typing import Any
 
 from supervisor.kit.dburl import password_of
@@ -138,6 +139,8 @@ def celery_argv(args: argparse.Namespace) -> list[str]:
         argv += ["-Q", args.queues]
     if not args.without_beat:
         argv.append("-B")  # the native worker fires the schedule itself; keep that behaviour
+        if not os.access(".", os.W_OK):  # beat keeps its state file in the working directory
+            argv += ["--schedule", os.path.join(tempfile.gettempdir(), "celerybeat-schedule")]
     return argv
 
 
@@ -156,15 +159,20 @@ def _guard_secrets(app: Any) -> None:
         raise ConfigError(problem)
 
 
+def exec_celery(args: argparse.Namespace) -> None:
+    """Become the equivalent `celery worker` (USE_DB_QUEUE=false)."""
+    argv = celery_argv(args)
+    print(f"USE_DB_QUEUE=false: running {' '.join(argv)}", file=sys.stderr, flush=True)
+    os.execv(argv[0], argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from supervisor.native import use_db_queue
 
     try:
         if args.command == "worker" and not use_db_queue():
-            argv = celery_argv(args)
-            print(f"USE_DB_QUEUE=false: running {' '.join(argv)}", file=sys.stderr, flush=True)
-            os.execv(argv[0], argv)
+            exec_celery(args)
         if args.command == "worker" and (args.pool or os.environ.get(
                 "START_ALL_WORKER_POOL", "threads")) in ("threads", "thread", "solo"):
             from supervisor.native.pool import install_interruptible_sleep

@@ -3,6 +3,12 @@
 Every worker computes the same slots (cron times, or multiples of an interval since the epoch);
 inserting (name, slot) into start_all.cron_slots decides which worker fires it, so a slot fires
 once however many workers overlap, e.g. during a rolling deploy.
+
+Catch-up policy (docs/native-worker.md): only the latest due slot of an entry is ever fired,
+so slots missed while the process was frozen (a sleeping free instance, `podman pause`) fire
+once on wake, not once per missed slot. A slot from before this process started fires only if
+it is at most CATCH_UP seconds old (a restart or a deploy), so a fresh container does not
+replay yesterday's 03:00 job.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class Cron:
         self.entries = entries
         self.tz = ZoneInfo(tz or "UTC")
         self.last: dict[str, float] = {}
+        self.since = time.time()  # slots after this were missed while we ran (or were frozen)
 
     def _latest(self, entry: Entry, now: float) -> float:
         """The most recent slot at or before `now` (epoch seconds)."""
@@ -75,7 +82,8 @@ class Cron:
         found = []
         for entry in self.entries:
             slot = self._latest(entry, now)
-            if slot > self.last.get(entry.name, -1.0) and now - slot <= CATCH_UP:
+            recent = now - slot <= CATCH_UP or slot > self.since
+            if slot > self.last.get(entry.name, -1.0) and recent:
                 found.append((entry, slot))
             self.last[entry.name] = max(slot, self.last.get(entry.name, -1.0))
         return found

@@ -218,7 +218,8 @@ def connect(url: str) -> Any:
 
     url = libpq_url(url)  # an unescaped '@' in the password means what urllib reads
     extra = {"prepare_threshold": None} if is_pooler(url) else {}
-    conn = psycopg.connect(url, autocommit=True, **extra)
+    # a SQL_ASCII database would hand text back as bytes (task names, versions): say UTF-8
+    conn = psycopg.connect(url, autocommit=True, client_encoding="utf8", **extra)
     set_json_loads(loads, conn)  # Celery's typed values (datetime, UUID, ...) come back typed
     return conn
 

@@ -46,6 +46,7 @@ from supervisor.native.serial import exception_to_dict
 
 log = logging.getLogger("supervisor.native")
 _STOP = object()
+WAKE_GAP = 5.0  # a wait this much longer than asked for: the process was frozen (see _woke)
 PREFETCH_BUDGET = 0.2  # seconds of queued work a thread may hold (adaptive prefetch)
 FLUSH_DELAY = 0.02  # longest a finished result waits to be written while threads are busy
 
@@ -529,7 +530,14 @@ class Worker:
                     timeout = 0  # outcomes arrived meanwhile: look at them now
                 if self.stop_requests and stop_deadline is None:
                     timeout = 0
+                waited_m, waited_w = time.monotonic(), time.time()
                 readable, _, _ = select.select(fds, [], [], timeout)
+                frozen = max(time.monotonic() - waited_m, time.time() - waited_w) - timeout
+                if frozen > WAKE_GAP:
+                    self._woke(frozen)
+                    fds = self._fds()
+                    next_beat = next_cron = 0.0  # renew leases and look at the beat now
+                    continue
                 if self.wake_r in readable:
                     self._drain_wake()
                 if self._notifications():
@@ -551,6 +559,16 @@ class Worker:
                     fds = self._fds()
                 except Exception as again:
                     log.error("native: reconnect failed: %s", again)
+
+    def _woke(self, frozen: float) -> None:
+        """The process was frozen (a sleeping free instance, `podman pause`, a VM suspended):
+        both clocks or either may have jumped. Connections may have died silently meanwhile,
+        and a query on a dead TCP connection can hang for minutes: open fresh ones now, then
+        renew our leases at once (the loop's next step) before anyone reaps them."""
+        log.warning("native: woke after about %.0f s frozen (clock jump): reconnecting and "
+                    "renewing %d lease(s)", frozen, len(self.held))
+        self._close()
+        self._connect()
 
     def _fds(self) -> list[int]:
         listen = self.db.fileno()

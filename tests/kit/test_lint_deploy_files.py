@@ -74,7 +74,13 @@ def test_compose_file_is_valid_and_complete(compose, path):
 
 def test_compose_variants_are_the_two_promised():
     names = [p.name for p in COMPOSE_FILES]
-    assert names == ["docker-compose.celery.yml", "docker-compose.yml"]
+    assert names == [
+        "docker-compose.celery-rabbitmq.yml",  # USE_DB_QUEUE=false: Celery itself (issue 11)
+        "docker-compose.celery-redis.yml",
+        "docker-compose.celery.yml",
+        "docker-compose.workers.yml",  # one web and three worker containers (--only)
+        "docker-compose.yml",
+    ]
     celery = (ROOT / "examples" / "docker-compose" / "docker-compose.celery.yml").read_text()
     assert "redis:" in celery and "Procfile.celery" in celery
 

@@ -79,3 +79,21 @@ def test_transaction_pooler_detection_and_sqlite_paths():
     assert _path("sqlite:////var/data/q.db") == "/var/data/q.db"
     with pytest.raises(ConfigError, match="needs a file"):
         _path("sqlite:///:memory:")
+
+
+def test_slots_missed_while_frozen_fire_once_on_wake():
+    """The catch-up policy: a process frozen through several slots (a sleeping instance) fires
+    the latest one once when it wakes; slots from before it started only within CATCH_UP."""
+    cron = Cron(parse({"e": {"task": "t", "schedule": "*/5 * * * *"},
+                       "i": {"task": "t", "schedule": 10}}))
+    base = datetime(2026, 1, 1, 12, 5, 0, tzinfo=UTC).timestamp()
+    cron.since = base - 30  # the process started 30 s before the 12:05 slot
+    assert {e.name for e, _ in cron.due(base + 1)} == {"e", "i"}
+    # frozen for 12 minutes: two */5 slots and 72 interval slots missed; one of each fires
+    woke = cron.due(base + 720)
+    assert sorted((e.name, s - base) for e, s in woke) == [("e", 600.0), ("i", 720.0)]
+    assert cron.due(base + 721) == []
+    # a fresh process (started now) does not replay a slot older than CATCH_UP
+    fresh = Cron(parse({"e": {"task": "t", "schedule": "*/5 * * * *"}}))
+    fresh.since = base + 720
+    assert fresh.due(base + 720) == []

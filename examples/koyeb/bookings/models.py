@@ -36,3 +36,14 @@ class Summary(models.Model):
             "result": self.result,
             "finished_at": self.finished_at and self.finished_at.isoformat(),
         }
+
+
+class Run(models.Model):
+    """One execution of a tally task (docs/scaling.md): proves that every queued task ran, and
+    ran once, whichever worker container took it."""
+
+    task_id = models.CharField(max_length=64, db_index=True)
+    kind = models.CharField(max_length=10, default="job")  # "job" or "tick" (a beat entry)
+    n = models.IntegerField(default=0)
+    host = models.CharField(max_length=100)  # the worker container's hostname
+    at = models.DateTimeField(auto_now_add=True)

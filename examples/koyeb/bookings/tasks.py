@@ -5,6 +5,7 @@ Django is set up (see demo/celery.py).
 """
 
 import logging
+import socket
 import time
 from datetime import timedelta
 
@@ -57,3 +58,14 @@ def cleanup_old_records(days: int = 30) -> int:
     removed += Summary.objects.filter(status="done", finished_at__lt=cutoff).delete()[0]
     log.info("cleanup: removed %d records older than %d days", removed, days)
     return removed
+
+
+def tally(task, n: int = 0, kind: str = "job", seconds: float = 0.0) -> int:
+    """Record this run (bound task: `task.request.id`); `seconds` of work first, if any."""
+    from bookings.models import Run
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    Run.objects.create(task_id=task.request.id or "", kind=kind, n=n, host=socket.gethostname())
+    return n

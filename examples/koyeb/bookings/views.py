@@ -4,13 +4,16 @@ import json
 from html import escape
 
 from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Min
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from bookings.models import Booking, Summary
-from bookings.queue import enqueue
+from bookings.models import Booking, Run, Summary
+from bookings.queue import enqueue, enqueue_many
+from supervisor.native import use_db_queue
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>start-all booking demo</title>
 <h1>Bookings</h1>
@@ -104,3 +107,64 @@ def summaries(request: HttpRequest) -> HttpResponse:
 @require_GET
 def summary(request: HttpRequest, summary_id: int) -> JsonResponse:
     return JsonResponse(get_object_or_404(Summary, pk=summary_id).as_dict())
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def tallies(request: HttpRequest) -> JsonResponse:
+    """POST {"count": N, "seconds": S}: queue N tally tasks. GET: what ran, where, how often
+    (docs/scaling.md)."""
+    if request.method == "POST":
+        data = _payload(request)
+        try:
+            count = min(max(int(data.get("count", 1)), 0), 100_000)
+            seconds = min(max(float(data.get("seconds", 0)), 0), 60)
+        except (TypeError, ValueError):
+            return JsonResponse({"error": "count and seconds must be numbers"}, status=400)
+        calls = [{"n": i, "seconds": seconds} for i in range(count)]
+        return JsonResponse({"queued": enqueue_many("bookings.tasks.tally", calls)}, status=201)
+    jobs = Run.objects.filter(kind="job")
+    per_task = jobs.values("task_id").annotate(runs=Count("id"))
+    repeated = [row["task_id"] for row in per_task if row["runs"] > 1]
+    span = jobs.aggregate(first=Min("at"), last=Max("at"))
+    return JsonResponse({
+        "runs": jobs.count(),
+        "tasks": per_task.count(),
+        "repeated": len(repeated),
+        "repeated_on": _hosts_of(jobs.filter(task_id__in=repeated[:1000])),
+        "by_host": {r["host"]: r["runs"] for r in jobs.values("host").annotate(runs=Count("id"))},
+        "seconds": (span["last"] - span["first"]).total_seconds() if span["first"] else None,
+        "ticks": _ticks(),
+    })
+
+
+def _hosts_of(runs) -> dict[str, list[str]]:
+    """task id -> the hosts that ran it, for tasks that ran more than once."""
+    hosts: dict[str, list[str]] = {}
+    for task_id, host in runs.values_list("task_id", "host"):
+        hosts.setdefault(task_id, []).append(host)
+    return hosts
+
+
+def _ticks() -> list[dict]:
+    """Runs of the beat entry "tick"; with the native queue, one row per slot it claimed."""
+    runs = Run.objects.filter(kind="tick")
+    by_task = {r["task_id"]: r for r in runs.values("task_id", "host").annotate(runs=Count("id"))}
+    if settings.TASK_QUEUE != "native" or not use_db_queue():
+        first = {r["task_id"]: r["at"] for r in runs.values("task_id").annotate(at=Min("at"))}
+        return sorted(
+            ({"task_id": t, "runs": r["runs"], "host": r["host"], "at": first[t].timestamp()}
+             for t, r in by_task.items()),
+            key=lambda tick: tick["at"],
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT extract(epoch FROM slot), task_id FROM start_all.cron_slots "
+            "WHERE name = 'tick' ORDER BY slot"
+        )
+        slots = cursor.fetchall()
+    return [
+        {"slot": float(slot), "task_id": task_id, "runs": by_task.get(task_id, {}).get("runs", 0),
+         "host": by_task.get(task_id, {}).get("host")}
+        for slot, task_id in slots
+    ]

@@ -15,3 +15,4 @@ app = Celery("demo")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 for function in (tasks.send_confirmation, tasks.summarize, tasks.cleanup_old_records):
     app.task(name=f"bookings.tasks.{function.__name__}")(function)
+app.task(name="bookings.tasks.tally", bind=True)(tasks.tally)

@@ -53,10 +53,29 @@ START_ALL_SCHEDULES = [
     },
 ]
 
-if TASK_QUEUE == "native":
-    from supervisor.kit.schedules import load_entries, to_beat_schedule
+# A beat entry every DEMO_TICK_SECONDS: shows it fires once per slot however many workers run
+# (examples/docker-compose/docker-compose.workers.yml, docs/scaling.md).
+if os.environ.get("DEMO_TICK_SECONDS"):
+    START_ALL_SCHEDULES.append({
+        "name": "tick",
+        "func": "bookings.tasks.tally",
+        "every": float(os.environ["DEMO_TICK_SECONDS"]),
+        "kwargs": {"kind": "tick"},
+    })
 
-    CELERY_BEAT_SCHEDULE = to_beat_schedule(load_entries(START_ALL_SCHEDULES))
+if TASK_QUEUE == "native":
+    from supervisor.kit.schedules import load_entries, to_beat_schedule, to_celery_beat_schedule
+    from supervisor.native import use_db_queue
+
+    if use_db_queue():
+        CELERY_BEAT_SCHEDULE = to_beat_schedule(load_entries(START_ALL_SCHEDULES))
+        CELERY_NATIVE_LEASE_SECONDS = float(os.environ.get("NATIVE_LEASE_SECONDS", "30"))
+    else:  # USE_DB_QUEUE=false: the very same app on Celery itself, Redis or RabbitMQ
+        CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+        CELERY_TASK_IGNORE_RESULT = True
+        CELERY_TASK_ACKS_LATE = True
+        CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+        CELERY_BEAT_SCHEDULE = to_celery_beat_schedule(load_entries(START_ALL_SCHEDULES))
 elif TASK_QUEUE == "celery":
     from supervisor.kit.schedules import load_entries, to_celery_beat_schedule
 

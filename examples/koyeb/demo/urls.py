@@ -8,4 +8,5 @@ urlpatterns = [
     path("bookings/<int:booking_id>", views.booking),
     path("summaries", views.summaries),
     path("summaries/<int:summary_id>", views.summary),
+    path("tallies", views.tallies),
 ]

@@ -64,6 +64,15 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from argparse import Namespace
 
+        from supervisor.native import use_db_queue
+
+        if not use_db_queue():  # the same line runs Celery itself, as `-m supervisor.native`
+            from supervisor.native.cli import exec_celery
+
+            spec = options.get("app") or getattr(settings, "START_ALL_NATIVE_APP", None)
+            if not spec:
+                raise CommandError("USE_DB_QUEUE=false needs -A proj.module:app", returncode=2)
+            exec_celery(Namespace(**{**options, "app": spec}))
         try:
             app = _find_app(options.get("app"))
             options["queues"] = options.get("queues") or _default_queues(app)
