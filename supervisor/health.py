@@ -160,6 +160,7 @@ class HealthView:
                 "uptime": round(now_wall - sup["started_at"], 1),
                 "loop_age": round(loop_age, 3),
                 "only": self.options.get("only"),  # --only: this container's share
+                "last_wake": self.prober.wake if self.prober else None,  # after a freeze
                 "rss": self.prober.supervisor_rss if self.prober else None,
             },
             "processes": processes,

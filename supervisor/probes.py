@@ -45,6 +45,7 @@ PING_TIMEOUT = 1.0  # connect + the server's one-byte answer
 DB_RETRY_FIRST = 1.0  # full check retry delay while failing, doubled up to db_interval
 SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # length 8, code 80877103
 DB_UNREACHABLE = "database-unreachable"  # first word of a native worker's heartbeat file
+WAKE_GAP = 5.0  # a tick this much later than due: the container was frozen (paused, asleep)
 QCLUSTER_GRACE = 15.0  # seconds for a new qcluster to fork its sentinel and workers
 WEB_TIMEOUT = 1.0
 MB = 1024 * 1024
@@ -92,10 +93,13 @@ def http_probe(port: int, path: str, timeout: float = 2.0) -> tuple[bool, str]:
 
 
 def heartbeat_probe(path: str, interval: float, started_wall: float | None,
-                    now: float | None = None) -> tuple[bool | None, str]:
-    """(ok, detail); ok is None while a fresh worker has not had time to beat yet."""
+                    now: float | None = None, woke_wall: float | None = None
+                    ) -> tuple[bool | None, str]:
+    """(ok, detail); ok is None while a fresh worker has not had time to beat yet, and, after
+    the whole container was frozen (`woke_wall`), while the worker has not beaten since."""
     now = time.time() if now is None else now
     limit = HEARTBEAT_STALE_AFTER * interval
+
     try:
         age = now - os.stat(path).st_mtime
     except FileNotFoundError:
@@ -104,6 +108,8 @@ def heartbeat_probe(path: str, interval: float, started_wall: float | None,
         return False, f"no heartbeat for {limit:g} s"
     if started_wall is not None and now - started_wall < limit and age > now - started_wall:
         return None, "waiting for the first heartbeat"  # the file is from the previous run
+    if age > limit and woke_wall is not None and now - woke_wall < limit:
+        return None, "woke from a freeze: waiting for the worker's next heartbeat"
     if age > limit:
         return False, f"last heartbeat {age:.0f} s ago (stale after {limit:g} s)"
     if heartbeat_state(path) == DB_UNREACHABLE:
@@ -156,6 +162,8 @@ class Prober:
         self._ping_due = 0.0
         self._ping_failed = False  # the last ping failed: its next success runs the full check
         self.error: str | None = None  # a probe that raised (a bug): shown, never fatal
+        self.wake: dict | None = None  # the last freeze seen: {"at": wall time, "frozen": s}
+        self._last_tick: tuple[float, float] | None = None  # (monotonic, wall)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="start-all-probes", daemon=True)
 
@@ -236,7 +244,18 @@ class Prober:
             self._db_due = 0.0  # it answers again: the full check now, not at the next retry
             self._db_retry = DB_RETRY_FIRST
 
+    def _check_freeze(self) -> None:
+        """A tick far later than due, on either clock: every process here was frozen (a
+        sleeping free instance is a paused VM; `podman pause`). Not a failure of theirs."""
+        now_m, now_w = time.monotonic(), time.time()
+        if self._last_tick is not None:
+            late = max(now_m - self._last_tick[0], now_w - self._last_tick[1]) - self.interval
+            if late > WAKE_GAP:
+                self.wake = {"at": now_w, "frozen": round(late, 1)}
+        self._last_tick = (now_m, now_w)
+
     def tick(self) -> None:
+        self._check_freeze()
         self.runtime.wake()  # the loop stamps loop_beat when it wakes
         snapshot = self.runtime.snapshot
         self.supervisor_rss = _own_rss()
@@ -267,7 +286,8 @@ class Prober:
         heartbeat = self.options.get("heartbeats", {}).get(process["name"])
         if heartbeat:
             interval = float(self.options.get("heartbeat_interval", 5.0))
-            return heartbeat_probe(heartbeat, interval, process["started_at"])
+            woke = self.wake["at"] if self.wake else None
+            return heartbeat_probe(heartbeat, interval, process["started_at"], woke_wall=woke)
         return True, f"running ({memory['processes']} processes)"
 
     def _watch(self, name: str, pid: int, memory: dict) -> None:

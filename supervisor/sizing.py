@@ -296,7 +296,7 @@ def apply_sizing(
 def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> ProcessSpec:
     from dataclasses import replace
 
-    from supervisor import commands
+    from supervisor import commands, profiles
 
     if spec is web and not web_set:
         # gunicorn and uvicorn both read WEB_CONCURRENCY as their default worker count
@@ -310,8 +310,10 @@ def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> 
         # Q_CLUSTER lives in the user's settings: they read these (supervisor.contrib.django)
         env.setdefault("START_ALL_WORKER_MAX_RSS_MB", str(max_rss_mb))
         return replace(spec, env=env)
-    if spec.kind == "celery-worker":
-        words = commands.parse(spec.command).program
+    words = commands.parse(spec.command).program
+    # a native worker line under USE_DB_QUEUE=false has celery's stop profile, but its own
+    # options: it passes START_ALL_WORKER_CONCURRENCY on to the celery it execs
+    if spec.kind == "celery-worker" and profiles.detect(words).kind == "celery-worker":
         extra = []
         if _option(words, "-c", "--concurrency") is None:
             # also when START_ALL_WORKER_CONCURRENCY set it: celery itself does not read it

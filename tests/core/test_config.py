@@ -215,3 +215,7 @@ def test_native_worker_on_real_celery_gets_the_celery_escalation(tmp_path):
     celery = dry_run(tmp_path, line, {"USE_DB_QUEUE": "false"})["processes"][0]
     assert celery["kind"] == "celery-worker"
     assert [e["signal"] for e in celery["escalations"]] == ["SIGQUIT"]
+    # ... but keeps its own command line: sizing passes the count through the environment
+    # (the native CLI hands it to celery), never celery's options it would reject
+    assert celery["command"] == line.split(": ", 1)[1].strip()
+    assert celery["env"]["START_ALL_WORKER_CONCURRENCY"]

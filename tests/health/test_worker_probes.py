@@ -71,6 +71,11 @@ def test_heartbeat_file_probe(tmp_path):
     assert ok is False and "stale after 15 s" in detail
     # a file left by the previous run does not count for a worker that just started
     assert heartbeat_probe(str(beat), 5, now - 1, now)[0] is None
+    # just after the whole container was frozen (a sleeping instance), a beat from before the
+    # freeze is not a failure yet; one that does not come within the stale limit is
+    os.utime(beat, (now - 70, now - 70))
+    assert heartbeat_probe(str(beat), 5, started, now, woke_wall=now - 1)[0] is None
+    assert heartbeat_probe(str(beat), 5, started, now, woke_wall=now - 16)[0] is False
 
 
 def test_native_worker_gets_its_heartbeat_file_and_interval(tmp_path):
