@@ -48,7 +48,9 @@ def test_compose_variant_runs_a_task_with_one_beat_and_stops_in_grace(
         logs = stack.logs()
         assert logs.count("beat: Starting...") == 1, logs[-4000:]
         gaps = [b["at"] - a["at"] for a, b in zip(ticks, ticks[1:], strict=False)]
-        assert min(gaps) > TICK / 2, gaps  # a second beat would put ticks close together
+        # a second beat would put ticks close together (celery beat's first tick, at start,
+        # may come early: only the steady state counts)
+        assert min(gaps[1:]) > TICK / 2, gaps
         assert all(t["runs"] == 1 for t in ticks), ticks
 
         took = stack.stop(timeout=15)
