@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 
 def _bindir() -> str | None:
@@ -117,3 +118,61 @@ class PgCluster:
             f"WHERE datname = '{database}' AND pid <> pg_backend_pid() AND ({where})"
         )
         return int(out or 0)
+
+
+class Pgbouncer:
+    """pgbouncer in transaction mode in front of `upstream_port`, on a free port of its own
+    (so the worker does not detect it by port: pass --poll-only)."""
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1",
+                 port: int | None = None) -> None:
+        self.binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.port = port or _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="start-all-pgbouncer-"))
+        (self.dir / "users.txt").write_text('"postgres" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host={upstream_host} port={upstream_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"auth_type = trust\nauth_file = {self.dir}/users.txt\n"
+            "pool_mode = transaction\nunix_socket_dir =\n"
+            f"logfile = {self.dir}/pgbouncer.log\n"
+            "ignore_startup_parameters = extra_float_digits,options\n"
+            # retry the server soon after it failed (default 15 s), as a managed pooler does
+            "server_login_retry = 0.2\n"
+        )
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return os.path.exists(shutil.which("pgbouncer") or "/usr/sbin/pgbouncer")
+
+    def start(self) -> None:
+        prefix = []
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            os.chmod(self.dir, 0o755)
+            for path in (self.dir, *self.dir.iterdir()):
+                shutil.chown(path, "postgres")
+            prefix = ["runuser", "-u", "postgres", "--"]
+        self.proc = subprocess.Popen([*prefix, self.binary, str(self.dir / "pgbouncer.ini")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("pgbouncer did not start") from None
+                time.sleep(0.05)
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -248,6 +248,7 @@ class SqliteWorkerDb:
 
     dialect = "sqlite"
     Error = sqlite3.Error
+    OperationalError = sqlite3.OperationalError
 
     def __init__(self, url: str, poll_only: bool) -> None:
         self.url = url
@@ -257,6 +258,13 @@ class SqliteWorkerDb:
     def connect(self) -> list[str]:
         self.conn = connect(self.url)
         return migrate(self.conn)
+
+    def listen(self) -> None:
+        pass  # no LISTEN on SQLite: always polling
+
+    def interrupt(self) -> None:
+        if self.conn is not None:
+            self.conn.interrupt()
 
     def fileno(self) -> int | None:
         return None
@@ -307,6 +315,13 @@ class SqliteWorkerDb:
         return self._tx(lambda conn: sum(
             conn.execute(RELEASE, (i, str(t))).rowcount for i, t in zip(ids, tokens, strict=True)
         ))
+
+    def release_token(self, token: Any) -> int:
+        return self._tx(lambda conn: conn.execute(
+            "UPDATE start_all_jobs SET status = CASE WHEN retries > 0 THEN 'RETRY' ELSE "
+            "'PENDING' END, lease_token = NULL, lease_until = NULL, worker = NULL, "
+            "started_at = NULL WHERE lease_token = ? AND status = 'RESERVED'",
+            (str(token),)).rowcount)
 
     def renew(self, lease: float, tokens: list) -> list[tuple]:
         until = time.time() + lease

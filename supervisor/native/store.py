@@ -117,6 +117,15 @@ WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RESERVED'
 RETURNING j.id
 """
 
+# The rows of one claim whose answer never arrived (the connection dropped): back, uncounted.
+RELEASE_TOKEN = """
+UPDATE start_all.jobs
+SET status = CASE WHEN retries > 0 THEN 'RETRY' ELSE 'PENDING' END,
+    lease_token = NULL, lease_until = NULL, worker = NULL, started_at = NULL
+WHERE lease_token = %s AND status = 'RESERVED'
+RETURNING id
+"""
+
 RENEW = """
 UPDATE start_all.jobs
 SET lease_until = now() + make_interval(secs => %s)
@@ -209,7 +218,12 @@ def is_pooler(url: str) -> bool:
         return False
 
 
-def connect(url: str) -> Any:
+CONNECT_TIMEOUT = 5  # seconds; a host that does not answer must not hang a caller forever
+
+
+def connect(url: str, pooler: bool | None = None) -> Any:
+    """An autocommit connection; no prepared statements through a transaction pooler.
+    A URL libpq cannot parse is a ConfigError naming no part of it (it may hold a password)."""
     import psycopg
     from psycopg.types.json import set_json_loads
 
@@ -217,9 +231,18 @@ def connect(url: str) -> Any:
     from supervisor.native.serial import loads
 
     url = libpq_url(url)  # an unescaped '@' in the password means what urllib reads
-    extra = {"prepare_threshold": None} if is_pooler(url) else {}
-    # a SQL_ASCII database would hand text back as bytes (task names, versions): say UTF-8
-    conn = psycopg.connect(url, autocommit=True, client_encoding="utf8", **extra)
+    if pooler is None:
+        pooler = is_pooler(url)
+    extra = {"prepare_threshold": None} if pooler else {}
+    try:
+        # a SQL_ASCII database would hand text back as bytes (task names, versions): say UTF-8
+        conn = psycopg.connect(url, autocommit=True, client_encoding="utf8",
+                               connect_timeout=CONNECT_TIMEOUT, **extra)
+    except psycopg.ProgrammingError:
+        from supervisor.native.exceptions import ConfigError
+
+        raise ConfigError("the database URL is not a valid PostgreSQL URL (a password with "
+                          "@, :, / or [ must be percent-encoded)") from None
     set_json_loads(loads, conn)  # Celery's typed values (datetime, UUID, ...) come back typed
     return conn
 
@@ -382,35 +405,63 @@ class PgWorkerDb:
 
         self.url = url
         self.poll_only = poll_only
+        self.explicit_poll_only = poll_only  # asked for: a pooler, so no prepared statements
         self.Error = psycopg.Error
+        self.OperationalError = psycopg.OperationalError
         self.conn: Any = None
         self.listener: Any = None
 
     def connect(self) -> list[str]:
-        self.conn = connect(self.url)
+        self.conn = connect(self.url, True if self.explicit_poll_only else None)
         applied = migrate(self.conn)
         if not self.poll_only:
             try:
-                self.listener = connect(self.url)
-                self.listener.execute(f"LISTEN {NOTIFY_JOBS}")
-                self.listener.execute(f"LISTEN {NOTIFY_REVOKE}")
-                self.listener.execute(f"LISTEN {NOTIFY_CONTROL}")
-            except Exception as error:  # e.g. a transaction pooler refusing LISTEN
+                self.listen()
+            except self.Error as error:
+                if isinstance(error, self.OperationalError):
+                    raise  # the database went away meanwhile: the worker retries
+                # e.g. a transaction pooler refusing LISTEN
                 log.warning("native: LISTEN unavailable (%s): switching to poll-only mode",
                             error)
                 self.poll_only = True
-                if self.listener is not None:
-                    self.listener.close()
-                self.listener = None
         return applied
+
+    def listen(self) -> None:
+        """(Re)open the LISTEN connection; on failure there is none (the worker polls)."""
+        self._close_listener()
+        try:
+            self.listener = connect(self.url)
+            self.listener.execute(f"LISTEN {NOTIFY_JOBS}")
+            self.listener.execute(f"LISTEN {NOTIFY_REVOKE}")
+            self.listener.execute(f"LISTEN {NOTIFY_CONTROL}")
+        except Exception:
+            self._close_listener()
+            raise
+
+    def _close_listener(self) -> None:
+        if self.listener is not None:
+            try:
+                self.listener.close()
+            except Exception:
+                pass
+        self.listener = None
 
     def fileno(self) -> int | None:
         return self.listener.fileno() if self.listener is not None else None
 
     def notifications(self) -> list[tuple[str, str]]:
+        """Pending NOTIFYs. A lost LISTEN connection is dropped here (fileno() is then None)
+        and reopened by the worker; the main connection carries on meanwhile."""
         if self.listener is None:
             return []
-        return [(n.channel, n.payload) for n in self.listener.notifies(timeout=0)]
+        try:
+            return [(n.channel, n.payload) for n in self.listener.notifies(timeout=0)]
+        except self.Error as error:
+            log.warning("native: LISTEN connection lost (%s): polling until it is back",
+                        str(error).strip().splitlines()[0] if str(error).strip() else
+                        type(error).__name__)
+            self._close_listener()
+            return []
 
     def exchange(self, finish: list[list] | None, claim: dict | None) -> tuple[int, list]:
         """Finish a batch and claim the next one in one round trip (pipeline mode)."""
@@ -439,6 +490,9 @@ class PgWorkerDb:
 
     def release(self, ids: list[int], tokens: list) -> int:
         return len(self.conn.execute(RELEASE, (ids, tokens)).fetchall())
+
+    def release_token(self, token: Any) -> int:
+        return len(self.conn.execute(RELEASE_TOKEN, (token,)).fetchall())
 
     def renew(self, lease: float, tokens: list) -> list[tuple]:
         return self.conn.execute(RENEW, (lease, tokens)).fetchall()
@@ -487,6 +541,22 @@ class PgWorkerDb:
             return min(known) if known else None
         row = self.conn.execute(NEXT_DUE, (queues,)).fetchone()
         return row[0] if row else None
+
+    def interrupt(self) -> None:
+        """From another thread: make a call blocked on these connections fail now."""
+        import socket
+
+        for conn in (self.conn, self.listener):
+            try:
+                sock = socket.socket(fileno=os.dup(conn.fileno()))
+            except Exception:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                sock.close()
 
     def close(self) -> None:
         for conn in (self.conn, self.listener):

@@ -49,11 +49,26 @@ _STOP = object()
 WAKE_GAP = 5.0  # a wait this much longer than asked for: the process was frozen (see _woke)
 PREFETCH_BUDGET = 0.2  # seconds of queued work a thread may hold (adaptive prefetch)
 FLUSH_DELAY = 0.02  # longest a finished result waits to be written while threads are busy
+RETRY_FIRST = 0.05  # first reconnect delay after a failed attempt (seconds), doubling ...
+RETRY_CAP = 0.5  # ... up to this: processing resumes within about this of the database's return
+OUTAGE_LOG_EVERY = 30.0  # seconds between "still unreachable" lines
+DB_UNREACHABLE = "database-unreachable"  # heartbeat file state (supervisor/probes.py reads it)
+STALL_AFTER = 2.0  # a database call unanswered this long: the heartbeat says database-unreachable
 
 
 def _seconds(value: Any) -> float:
     """Celery accepts durations as seconds or as timedelta."""
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _category(error: BaseException) -> str:
+    """A few words for the heartbeat file and the log, never a host, user or URL."""
+    try:
+        from supervisor.probes import _category as probe_category
+
+        return probe_category(error)
+    except (ImportError, AttributeError):
+        return type(error).__name__
 
 
 def _rss_kib() -> int:
@@ -113,6 +128,20 @@ class Worker:
         self.processed = 0
         self.stop_requests = 0
         self.abort = False
+        # the database connection's state: away is a state, not an error (see run)
+        self.online = False
+        self.announced = False
+        self.next_connect = 0.0
+        self.next_listen = 0.0
+        self.attempts = 0
+        self.offline_since: float | None = None
+        self.offline_wall = 0.0
+        self.offline_category = ""
+        self.next_outage_log = 0.0
+        self.reap_after = 0.0
+        self.online_since = 0.0
+        self.claim_in_doubt: uuid.UUID | None = None  # a claim whose answer was lost
+        self.busy_since = 0.0  # when the loop's current turn began (0: waiting in select)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -216,6 +245,8 @@ class Worker:
             self.last_claimed = len(rows)
         except Exception:
             self.done.extendleft(reversed(batch))  # kept for the next attempt (still fenced)
+            if limit > 0:
+                self.claim_in_doubt = token  # it may have committed: returned on reconnect
             raise
         if written < len(batch):
             log.warning("native: %d finished job(s) were no longer ours (lease lost): "
@@ -280,18 +311,15 @@ class Worker:
             for _id, task_id, revoke in self.db.renew(self.lease, tokens):
                 if revoke:
                     self._revoke_local(task_id, revoke)
-        reaped = self.db.reap(int(self.app.conf.native_max_recoveries))
-        for _id, task_id, status in reaped:
-            log.warning("native: lease of %s expired: now %s", task_id, status)
+        if time.monotonic() >= self.reap_after:
+            reaped = self.db.reap(int(self.app.conf.native_max_recoveries))
+            for _id, task_id, status in reaped:
+                log.warning("native: lease of %s expired: now %s", task_id, status)
         self.db.heartbeat((
             self.id, self.hostname, os.getpid(), self.queues, self.concurrency,
             len(self.running), self.processed,
         ))
         self.db.publish_state(self.id, control.worker_state(self))
-        if self.heartbeat_file:
-            with open(self.heartbeat_file, "a"):
-                pass
-            os.utime(self.heartbeat_file)
 
     def _fire_cron(self) -> None:
         for entry, slot in self.cron.due():
@@ -411,9 +439,7 @@ class Worker:
                 self.unstarted.append(item[-1])
         for _ in self.threads:
             self.ready.put((float("inf"), 0.0, next(self.seq), _STOP))
-        with self.lock:
-            unstarted, self.unstarted = self.unstarted, []
-        self._release(unstarted)
+        # self.unstarted is handed back by the loop (once the database is there)
 
     def stop(self) -> None:
         """Ask for a graceful stop from another thread (as SIGTERM does)."""
@@ -421,8 +447,10 @@ class Worker:
         self._wake()
 
     def run(self) -> int:
-        """Run until stopped; returns the process exit code. Off the main thread (a test's
-        in-process worker, see testing.py) no signal handlers are installed: use stop()."""
+        """Run until stopped; returns the process exit code. A database that is away (at
+        start or later, for any time) is a state of this loop, never an exit. Off the main
+        thread (a test's in-process worker, see testing.py) no signal handlers are installed:
+        use stop()."""
         if threading.current_thread() is threading.main_thread():
             self.install_signals()
         self.app.import_pending()
@@ -430,13 +458,9 @@ class Worker:
         if self.limits and self.db.dialect != "postgresql":
             raise ConfigError(f"rate_limit ({', '.join(self.limits['limited'])}) needs "
                               "PostgreSQL; the SQLite development queue cannot honour it")
-        self._connect()
         for _ in range(self.concurrency):
             self._start_thread()
-        log.info("native: worker %s ready: %d %s, queues %s, %s", self.id,
-                 self.concurrency, "processes" if self.pool.kind == "prefork" else "threads",
-                 ",".join(self.queues), "poll-only" if self.poll_only else "LISTEN/NOTIFY")
-        dispatch.worker_ready.send(sender=self)
+        threading.Thread(target=self._guard, name="native-db-guard", daemon=True).start()
         poll = self.app.conf.native_poll_interval or (0.5 if self.poll_only else 2.0)
         now = time.monotonic()
         next_beat = now
@@ -450,10 +474,13 @@ class Worker:
         per_child = self.pool.kind == "prefork"
         max_tasks = None if per_child else self.app.conf.worker_max_tasks_per_child
         max_kib = None if per_child else self.app.conf.worker_max_memory_per_child
-        fds = self._fds()
-        failures = 0
         while True:
             try:
+                now = self.busy_since = time.monotonic()
+                if not self.online and now >= self.next_connect:
+                    if self._try_connect(poll):
+                        next_beat = next_poll = now  # renew leases, write kept results, claim
+                        maybe_more = True
                 if self.stop_requests and stop_deadline is None:
                     stop_deadline = time.monotonic() + self.stop_timeout
                     self._begin_stop()
@@ -463,43 +490,53 @@ class Worker:
                 if self.done and not self.done_since:
                     self.done_since = now
                 if stop_deadline is not None:
-                    self._flush()
                     with self.lock:
                         busy = bool(self.running) or bool(self.unstarted)
-                    with self.lock:
-                        unstarted, self.unstarted = self.unstarted, []
-                    self._release(unstarted)
+                    if self.online:
+                        self._flush()
+                        with self.lock:
+                            unstarted, self.unstarted = self.unstarted, []
+                        self._release(unstarted)
                     if not busy and not self.done:
                         return self._finish_stop()
                     if now >= stop_deadline:
                         return self._abort("stop budget spent")
                 if now >= next_beat:
-                    self._heartbeat()
+                    if self.online:
+                        self._heartbeat()
+                    self._beat_file()
                     next_beat = now + self.beat_interval
                     if max_kib and _rss_kib() > max_kib and stop_deadline is None:
                         log.info("native: memory above worker_max_memory_per_child: recycling")
                         self.stop_requests += 1
                         continue
-                if now >= next_prune:
+                if self.online and now >= next_prune:
                     self._prune()
                     next_prune = now + float(self.app.conf.native_prune_interval)
-                if stop_deadline is None and self.cron.entries and time.time() >= next_cron:
+                if (self.online and stop_deadline is None and self.cron.entries
+                        and time.time() >= next_cron):
                     self._fire_cron()  # wall clock: cron slots are calendar times
                     next_cron = time.time() + self.cron.seconds_to_next()
                 if max_tasks and self.processed >= max_tasks and stop_deadline is None:
                     log.info("native: %d tasks processed: recycling", self.processed)
                     self.stop_requests += 1
                     continue
+                if self.online and not self.poll_only and self.db.fileno() is None \
+                        and now >= self.next_listen:
+                    self._relisten()
+                    maybe_more = True  # notifications may have been missed meanwhile
                 if now >= next_poll:
                     maybe_more = True
-                    next_poll = now + poll
+                    next_poll = now + (poll if self.db.fileno() is not None or self.poll_only
+                                       else min(poll, RETRY_CAP))
                 # a claim frees nothing until the finishes are written, so do both together
                 ready_n = self.ready.qsize()
                 free = self.capacity - len(self.held) + len(self.done)
-                want_claim = (stop_deadline is None and maybe_more and free > 0
+                want_claim = (self.online and stop_deadline is None and maybe_more and free > 0
                               and ready_n < self.concurrency)
-                if self.done and (want_claim or ready_n == 0 or len(self.done) >= self.flush_batch
-                                  or now - self.done_since >= FLUSH_DELAY):
+                if self.online and self.done and (
+                        want_claim or ready_n == 0 or len(self.done) >= self.flush_batch
+                        or now - self.done_since >= FLUSH_DELAY):
                     self._exchange(True, free if want_claim else 0)
                     self.done_since = 0.0
                 elif want_claim:
@@ -516,14 +553,19 @@ class Worker:
                             due_at = now + due_in
                     elif self.ready.qsize() < self.concurrency:
                         continue  # the queue is not empty and threads are free: go round
-                failures = 0
                 timeout = min(due_in, max(0.0, next_poll - now), max(0.0, next_beat - now),
                               self._enforce_time_limits(),
                               max(0.0, next_cron - time.time()) + 0.001)
+                if not self.online:
+                    timeout = min(timeout, max(0.0, self.next_connect - now))
+                elif not self.poll_only and self.db.fileno() is None:
+                    timeout = min(timeout, max(0.0, self.next_listen - now))
                 if stop_deadline is not None:
                     timeout = min(timeout, max(0.0, stop_deadline - now), 0.5)
                 if not self.done:
                     self.done_since = 0.0
+                elif not self.online:
+                    pass  # kept until the database is back; nothing to flush meanwhile
                 elif self.done_since:
                     timeout = min(timeout, max(0.0, self.done_since + FLUSH_DELAY - now))
                 else:
@@ -531,16 +573,17 @@ class Worker:
                 if self.stop_requests and stop_deadline is None:
                     timeout = 0
                 waited_m, waited_w = time.monotonic(), time.time()
-                readable, _, _ = select.select(fds, [], [], timeout)
+                self.busy_since = 0.0
+                readable, _, _ = select.select(self._fds(), [], [], timeout)
+                self.busy_since = time.monotonic()
                 frozen = max(time.monotonic() - waited_m, time.time() - waited_w) - timeout
                 if frozen > WAKE_GAP:
                     self._woke(frozen)
-                    fds = self._fds()
                     next_beat = next_cron = 0.0  # renew leases and look at the beat now
                     continue
                 if self.wake_r in readable:
                     self._drain_wake()
-                if self._notifications():
+                if self.online and self._notifications():
                     maybe_more = True
                 if due_in <= timeout:
                     maybe_more = True
@@ -548,17 +591,129 @@ class Worker:
             except Exception as error:
                 if not isinstance(error, self.db.Error):
                     raise
-                failures += 1
-                pause = min(30.0, 0.5 * 2 ** min(failures, 6))
-                log.error("native: database error (%s); reconnecting in %.1fs", error, pause)
-                self._close()
-                if self._sleep_unless_stopped(pause):
-                    return self._abort("stopped while the database was unreachable")
-                try:
-                    self._connect()
-                    fds = self._fds()
-                except Exception as again:
-                    log.error("native: reconnect failed: %s", again)
+                self._went_offline(error)
+
+    # --- the database being away ------------------------------------------------------------
+    def _try_connect(self, poll: float) -> bool:
+        """One connection attempt; on failure the next one is scheduled with capped backoff."""
+        try:
+            self._connect()
+        except Exception as error:
+            if not isinstance(error, self.db.Error):
+                raise
+            self._close()
+            self._note_unreachable(error)
+            return False
+        since = self.offline_since
+        self.online = True
+        self.online_since = time.monotonic()
+        self.offline_since = None
+        # others' leases may have run out during the outage too: give their workers one
+        # heartbeat to renew them before this one reaps anything
+        self.reap_after = time.monotonic() + self.beat_interval
+        if self.claim_in_doubt is not None:
+            self._return_in_doubt()
+        if not self.announced:
+            self.announced = True
+            log.info("native: worker %s ready: %d %s, queues %s, %s", self.id,
+                     self.concurrency, "processes" if self.pool.kind == "prefork" else "threads",
+                     ",".join(self.queues), "poll-only" if self.poll_only else "LISTEN/NOTIFY")
+            dispatch.worker_ready.send(sender=self)
+        if since is not None:
+            log.warning("native: database reachable again after %.1f s; %d kept result(s) to "
+                        "write", time.monotonic() - since, len(self.done))
+        self._beat_file()
+        return True
+
+    def _note_unreachable(self, error: Exception) -> None:
+        now = time.monotonic()
+        self.attempts += 1
+        self.next_connect = now + min(RETRY_CAP, RETRY_FIRST * 2 ** (self.attempts - 1))
+        category = _category(error)
+        if self.offline_since is None:
+            self.offline_since = now
+            self.offline_wall = time.time()
+            self.offline_category = category
+            self.next_outage_log = now + OUTAGE_LOG_EVERY
+            log.error("native: database unreachable (%s): retrying every %.1f s at most; "
+                      "running tasks go on and their results are kept until it is back",
+                      category, RETRY_CAP)
+            self._beat_file()
+        elif now >= self.next_outage_log:
+            self.next_outage_log = now + OUTAGE_LOG_EVERY
+            self.offline_category = category
+            log.error("native: database still unreachable after %.0f s (%s); %d result(s) "
+                      "kept", now - self.offline_since, category, len(self.done))
+
+    def _went_offline(self, error: Exception) -> None:
+        """A statement failed: drop the connections and go on without them."""
+        self.online = False
+        self._close()
+        if time.monotonic() - self.online_since > RETRY_CAP:
+            self.attempts = 0  # it had been working: a dropped connection, retry at once
+        self._note_unreachable(error)
+        if self.attempts == 1:
+            self.next_connect = time.monotonic()
+
+    def _relisten(self) -> None:
+        """Only the LISTEN connection was lost: claims go on (polling) while it is redone."""
+        try:
+            self.db.listen()
+            log.info("native: LISTEN connection restored")
+        except Exception as error:
+            if not isinstance(error, self.db.Error):
+                raise
+            # if the whole database is away, the next statement on the main connection says so
+            self.next_listen = time.monotonic() + RETRY_CAP
+
+    def _return_in_doubt(self) -> None:
+        """A claim whose answer was lost with the connection may have committed: hand those
+        rows back at once instead of waiting for their lease to run out."""
+        returned = self.db.release_token(self.claim_in_doubt)
+        self.claim_in_doubt = None
+        if returned:
+            log.info("native: returned %d job(s) claimed as the connection dropped", returned)
+
+    def _guard(self) -> None:
+        """A database call that never answers (a pooler queueing it while the server is
+        down, a frozen host) must not look like a dead worker: after STALL_AFTER seconds this
+        thread keeps the heartbeat file fresh with the database-unreachable state, and after a lease
+        it cuts the connections so that the loop's call fails and it reconnects."""
+        cut_for = 0.0
+        next_beat = 0.0
+        while True:
+            time.sleep(0.25)
+            since = self.busy_since
+            now = time.monotonic()
+            if not since or now - since < STALL_AFTER:
+                continue
+            if now >= next_beat:
+                next_beat = now + min(self.beat_interval, 1.0)
+                self._beat_file(f"{DB_UNREACHABLE} {int(time.time() - (now - since))} no answer")
+            if now - since >= self.lease and cut_for != since:
+                cut_for = since
+                log.error("native: no answer from the database for %.0f s: cutting the "
+                          "connection", now - since)
+                self.db.interrupt()
+
+    def _beat_file(self, line: str | None = None) -> None:
+        """The supervisor's probe reads this file: its mtime says the loop is alive, its one
+        line what state it is in (see docs/native-worker.md)."""
+        if not self.heartbeat_file:
+            return
+        if line is not None:
+            line += "\n"
+        elif self.online:
+            line = "ok\n"
+        else:
+            line = f"{DB_UNREACHABLE} {int(self.offline_wall)} {self.offline_category}\n"
+        tmp = f"{self.heartbeat_file}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(line)
+            os.replace(tmp, self.heartbeat_file)
+        except OSError as error:
+            log.warning("native: cannot write the heartbeat file: %s", error.strerror)
 
     def _woke(self, frozen: float) -> None:
         """The process was frozen (a sleeping free instance, `podman pause`, a VM suspended):
@@ -568,20 +723,12 @@ class Worker:
         log.warning("native: woke after about %.0f s frozen (clock jump): reconnecting and "
                     "renewing %d lease(s)", frozen, len(self.held))
         self._close()
-        self._connect()
+        self.online = False  # the loop reconnects at once (and renews before it reaps)
+        self.next_connect = 0.0
 
     def _fds(self) -> list[int]:
-        listen = self.db.fileno()
+        listen = self.db.fileno() if self.online else None
         return [self.wake_r] if listen is None else [self.wake_r, listen]
-
-    def _sleep_unless_stopped(self, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.stop_requests or self.abort:
-                return True
-            select.select([self.wake_r], [], [], max(0.0, deadline - time.monotonic()))
-            self._drain_wake()
-        return False
 
     def _finish_stop(self) -> int:
         log.info("native: stopped cleanly after %d task(s)", self.processed)
@@ -597,6 +744,13 @@ class Worker:
         with self.lock:
             self.draining = True
             self.pool.abort()  # child processes stop before their jobs are handed back
+        if not self.online:
+            log.error("native: the database is unreachable: %d held job(s) go back when their "
+                      "leases expire, %d unwritten result(s) are lost and those tasks will run "
+                      "again", len(self.held) - len(self.done), len(self.done))
+            dispatch.worker_shutdown.send(sender=self)
+            self._close()
+            return 0
         try:
             self._flush()
             self._release(list(self.held.values()))

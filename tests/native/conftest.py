@@ -139,6 +139,29 @@ def start_worker(tmp_path, pg_url):
         worker.close()
 
 
+@pytest.fixture(scope="module")
+def outage_cluster():
+    """One private PostgreSQL cluster (tests/pgcluster.py) per module, to stop and start."""
+    from tests import pgcluster
+
+    need(pgcluster.available(), "PostgreSQL server binaries (initdb, pg_ctl)")
+    with pgcluster.PgCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(outage_cluster):
+    """A fresh database in `outage_cluster`; the cluster is running again afterwards."""
+    if not outage_cluster.running:
+        outage_cluster.start()
+    name = f"outage_{uuid.uuid4().hex[:8]}"
+    url = outage_cluster.create_database(name)
+    yield url
+    if not outage_cluster.running:
+        outage_cluster.start()
+    outage_cluster.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 

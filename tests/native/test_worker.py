@@ -308,7 +308,7 @@ def test_survives_losing_its_database_connections(qapp, db, start_worker):
     qapp.app.close()  # our producer connection was cut too; reconnect is automatic anyway
     r = qapp.add.delay(2, 2)
     assert r.get(timeout=30) == 4, worker.output
-    assert "reconnecting" in worker.output
+    assert "reachable again" in worker.output
 
 
 def test_recycles_after_max_tasks_per_child(qapp, db, start_worker):

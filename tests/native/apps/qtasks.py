@@ -91,3 +91,9 @@ app.conf.task_routes = {"qtasks.routed_*": {"queue": "routed"}}
 @app.task
 def routed_add(x, y):
     return x + y
+
+
+@app.task
+def stamp():
+    """When it ran (wall clock): pickup and resume timings."""
+    return time.time()
