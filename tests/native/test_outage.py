@@ -28,10 +28,12 @@ def oapp(cluster_url, monkeypatch):
     with psycopg.connect(cluster_url, autocommit=True) as conn:
         store.migrate(conn)
     qtasks.app.close()
+    before = qtasks.app.conf.broker_url
     qtasks.app.conf.broker_url = cluster_url
     qtasks.app.conf.task_always_eager = False
     yield qtasks
     qtasks.app.close()
+    qtasks.app.conf.broker_url = before  # later tests' apps must not find the private cluster
 
 
 def rows(url: str, sql: str, params=()) -> list:
