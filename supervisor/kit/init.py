@@ -34,6 +34,8 @@ KINDS: dict[str, dict[str, str]] = {
     "django-qcluster": {"Procfile": "procfiles/django-qcluster.Procfile", **DJANGO_COMMON},
     "django-native": {"Procfile": "procfiles/django-native.Procfile", **DJANGO_COMMON},
     "django-celery": {"Procfile": "procfiles/django-celery.Procfile", **DJANGO_COMMON},
+    "django-tasks": {"Procfile": "procfiles/django-tasks.Procfile",
+                     "{settings}/start_all_tasks.py": "start_all_tasks.py", **DJANGO_COMMON},
     "fastapi-native": {
         "Procfile": "procfiles/fastapi-native.Procfile",
         "Dockerfile": "Dockerfile",
