@@ -83,7 +83,8 @@ def test_a_running_task_finishes_and_its_health_is_its_process(dbw, run_supervis
     def probed():
         code, body = http_get(port, "/healthz")
         worker = next(p for p in json.loads(body)["processes"] if p["name"] == "worker.1")
-        return (code, worker) if worker["probe"]["ok"] is not None else None
+        probe = worker.get("probe") or {}  # None until the first probe ran
+        return (code, worker) if probe.get("ok") is not None else None
 
     code, worker = wait_for(probed, 15, "the worker probed")
     assert code == 200 and worker["kind"] == "db-worker", worker
