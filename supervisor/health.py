@@ -257,6 +257,13 @@ def metrics(report: dict) -> str:
            per(lambda p: (p["memory"] or {}).get("pss")))
     family("process_memory_restarts_total", "counter", "Restarts asked by the memory watchdog.",
            per(lambda p: p["memory_restarts"]))
+    sizing = report["resources"].get("sizing") or {}
+    if sizing.get("workers") is not None:
+        label = f'{{process="{_label(sizing["instance"])}"}}'
+        family("web_workers", "gauge", "Web workers running, as sized from measured memory.",
+               [(label, sizing["workers"])])
+        family("web_worker_pss_bytes", "gauge", "PSS of the largest web worker.",
+               [(label, sizing.get("per_worker_pss"))])
     checks = report["checks"]
     family("check_ok", "gauge", "1 when the check passed at its last run.",
            [(f'{{check="{_label(name)}"}}', bool(c["ok"])) for name, c in checks.items()

@@ -60,6 +60,11 @@ def test_heavy_workers_grow_only_while_they_fit_512_mib(memory_cgroup, run_super
     line = next(ln for ln in status.stdout.splitlines() if ln.startswith("sizing:"))
     assert line.startswith(f"sizing: web.1 {state['wanted']} workers (CPU cap {state['max']}); ")
     assert "MiB each measured" in line and "steady" in line
+    from tests.health.conftest import request
+
+    code, _, body = request(hport, "/metrics")
+    assert code == 200
+    assert f'start_all_web_workers{{process="web.1"}} {state["workers"]}' in body.decode()
     sup.signal(signal.SIGTERM)
     assert sup.wait(30) == 0
 
