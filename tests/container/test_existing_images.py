@@ -68,8 +68,12 @@ def test_existing_django_project_in_its_image(container_runtime, tmp_path, start
     tag = f"localhost/start-all-test-existing-django:{uuid.uuid4().hex[:8]}"
     build(project, tag)
     try:
-        app = start_container(tag)  # SQLite in /app/var: the declared writable dir
-        report = app.wait_ready(180)
+        # SQLite in /app/var (the declared writable dir); health GETs the real page too
+        app = start_container(tag, {"START_ALL_WEB_PROBE_PATH": "/"})
+        report = wait_for(
+            lambda: (lambda r: r if r["checks"]["app"]["ok"] else None)(app.wait_ready(180)),
+            60, f"the application check on /:\n{app.logs()[-3000:]}",
+        )
         assert report["supervisor"]["pid"] == 1
         logs = app.logs()
         assert "adopted the app's own row for weekly-digest" in logs
