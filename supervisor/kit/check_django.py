@@ -44,6 +44,8 @@ print(json.dumps(plain({
     "ALLOWED_HOSTS": list(getattr(module, "ALLOWED_HOSTS", [])),
     "INSTALLED_APPS": list(getattr(module, "INSTALLED_APPS", [])),
     "MIDDLEWARE": list(getattr(module, "MIDDLEWARE", [])),
+    "ROOT_URLCONF": getattr(module, "ROOT_URLCONF", None),
+    "WSGI_APPLICATION": getattr(module, "WSGI_APPLICATION", None),
     "Q_CLUSTER": getattr(module, "Q_CLUSTER", None),
     "CACHES": {a: c.get("BACKEND") for a, c in (getattr(module, "CACHES", None) or {}).items()},
     "DATABASES": databases,

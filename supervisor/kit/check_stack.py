@@ -224,11 +224,39 @@ def native_import(celery_module: str, name: str) -> str | None:
     return f"from {target} import {name}" if exported else None
 
 
+def native_entry_files(project: Project) -> list | None:
+    """The files the processes start from (the native worker's -A module, the ASGI app, the
+    Django settings, URLs and apps); None when they cannot be told (then every file counts)."""
+    modules: list[str] = []
+    for process in project.processes:
+        words = process.line.split()
+        if process.kind == "native" and "-A" in words[:-1]:
+            modules.append(expand(words[words.index("-A") + 1], project.environ).split(":")[0])
+        target = asgi_target(process, project.environ) if process.kind == "uvicorn" else None
+        if target:
+            modules.append(target.split(":")[0])
+    settings = project.settings or {}
+    if project.settings_module:
+        modules.append(project.settings_module)
+        modules += [settings.get("ROOT_URLCONF") or "", settings.get("WSGI_APPLICATION") or ""]
+    files = [source.module_file(project.root, m) for m in modules if m and "$" not in m]
+    entries = [f for f in files if f is not None]
+    for app in settings.get("INSTALLED_APPS") or []:  # Django imports their modules itself
+        package = project.root.joinpath(*app.split(".")[:1])
+        if (package / "__init__.py").is_file():
+            entries += list(source.python_files(package))
+    return entries or None
+
+
 def check_celery_imports(project: Project) -> list[Finding]:
     if not native_in_use(project):
         return []
+    entries = native_entry_files(project)
+    used = source.reachable(project.root, entries) if entries else None
     findings = []
     for found in source.imports_of(project.root, "celery"):
+        if used is not None and found.path.resolve() not in used:
+            continue  # not imported by anything that runs (e.g. a Celery-only variant)
         where = project.where(found.path, found.line)
         names = found.names or ("",)
         for name in names:

@@ -127,7 +127,7 @@ def imports_of(root: Path, package: str) -> Iterator[Import]:
         tree = parse(path)
         if tree is None:
             continue
-        for node in ast.walk(tree):
+        for node in unconditional_nodes(tree):
             if isinstance(node, ast.ImportFrom) and not node.level and node.module and (
                 node.module == package or node.module.startswith(package + ".")
             ):
@@ -227,3 +227,73 @@ def schedule_calls(root: Path) -> Iterator[ScheduleCall]:
                 if called != "schedule" and "Schedule" not in ast.unparse(node.func):
                     continue
                 yield ScheduleCall(path, node.lineno, func.value)
+
+
+def _module_path(root: Path, module: str) -> Path | None:
+    """The project file of a dotted module name, or of its closest project parent package
+    (`from pkg.mod import name` where name is a function: pkg/mod.py)."""
+    parts = module.split(".")
+    while parts:
+        found = module_file(root, ".".join(parts))
+        if found is not None:
+            return found
+        parts.pop()
+    return None
+
+
+def _selects_celery(test: ast.expr) -> bool:
+    return "celery" in ast.unparse(test).lower()
+
+
+def unconditional_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node, except those in the body of an `if` that picks Celery at run time
+    (`if settings.TASK_QUEUE == "celery":`): that branch is the Celery variant's, on purpose."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _selects_celery(node.test):
+            todo += [node.test, *node.orelse]
+        else:
+            todo += list(ast.iter_child_nodes(node))
+
+
+def _imported_modules(root: Path, path: Path, tree: ast.Module) -> Iterator[Path]:
+    for node in unconditional_nodes(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found = _module_path(root, alias.name)
+                if found:
+                    yield found
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve_from(root, path, node) if node.level else _module_path(
+                root, node.module or "")
+            if base is not None:
+                yield base
+            for alias in node.names:  # `from pkg import module`
+                dotted = f"{node.module}.{alias.name}" if node.module and not node.level else ""
+                found = module_file(root, dotted) if dotted else None
+                if found is None and node.level and base is not None:
+                    folder = base.parent if base.name == "__init__.py" else None
+                    candidate = folder / f"{alias.name}.py" if folder else None
+                    found = candidate if candidate and candidate.is_file() else None
+                if found:
+                    yield found
+
+
+def reachable(root: Path, entries: list[Path]) -> set[Path]:
+    """The project files the entry files import, directly or not (packages' __init__ too)."""
+    seen: set[Path] = set()
+    todo = [p.resolve() for p in entries]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        init = path.parent / "__init__.py"
+        if init.is_file() and path.parent.resolve() != root.resolve():
+            todo.append(init.resolve())
+        tree = parse(path)
+        if tree is not None:
+            todo += [p.resolve() for p in _imported_modules(root, path, tree)]
+    return seen

@@ -210,3 +210,18 @@ def test_schedule_rows_that_run_twice_on_postgresql_then_adopted(example_project
     after = start_all(example_project, "check", env=env)
     assert after.returncode == 0, after.stdout
     assert "ok: database: queue and 1 Schedule row(s) consistent" in after.stdout
+
+
+def test_celery_imports_on_the_native_variant_only_where_they_run(example_project):
+    (example_project / "Procfile.native").replace(example_project / "Procfile")
+    env = kit_env(example_project, TASK_QUEUE="native")
+    result = start_all(example_project, "check", env=env)
+    # demo/celery.py is the Celery variant's app, imported only under TASK_QUEUE == "celery"
+    assert result.returncode == 0, result.stdout
+    assert "celery" not in "".join(lines(result, "error") + lines(result, "warning"))
+    tasks = example_project / "bookings" / "tasks.py"
+    tasks.write_text("from celery.result import AsyncResult  # noqa\n" + tasks.read_text())
+    result = start_all(example_project, "check", env=env)
+    assert result.returncode == 1
+    assert any(e.startswith("error: bookings/tasks.py:1: `from celery.result import AsyncResult`")
+               for e in lines(result, "error")), result.stdout
