@@ -219,6 +219,12 @@ def _explicit_worker(spec: ProcessSpec, settings: Settings) -> tuple[int | None,
     return None, False
 
 
+def _execs(spec: ProcessSpec) -> bool:
+    from supervisor import commands
+
+    return commands.parse(spec.command).execs
+
+
 def apply_sizing(
     specs: tuple[ProcessSpec, ...], settings: Settings, environ: Mapping[str, str]
 ) -> tuple[tuple[ProcessSpec, ...], dict, dict[str, int]]:
@@ -261,7 +267,8 @@ def apply_sizing(
             )
         info["web_concurrency"] = result["web"] if web else None
         info["worker_concurrency"] = result["worker"] if worker else None
-        if web is not None and not web_set and web.kind in ADAPTIVE_KINDS:
+        # only when the pid we signal is gunicorn's master: to a shell, SIGTTIN means "stop"
+        if web is not None and not web_set and web.kind in ADAPTIVE_KINDS and _execs(web):
             start = min(ADAPTIVE_START, result["web"])
             info["adaptive"] = {
                 "instance": web.instance,

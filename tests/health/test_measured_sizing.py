@@ -109,6 +109,13 @@ def test_adaptive_plan_starts_low_and_caps_by_cpu(tmp_path):
         env=sup_env({}), timeout=30).stdout)
     assert plan["health"]["adaptive"] is None
     assert "WEB_CONCURRENCY" not in plan["processes"][0]["env"]
+    # behind a pipe the pid is a shell's, for which SIGTTIN means "stop": sized, not adapted
+    (tmp_path / "Procfile").write_text("web: gunicorn app:app 2>&1 | cat\n")
+    plan = json.loads(subprocess.run(
+        [*START_ALL, "--dry-run", "--json"], cwd=tmp_path, capture_output=True, text=True,
+        env=sup_env({}), timeout=30).stdout)
+    assert plan["health"]["adaptive"] is None
+    assert int(plan["processes"][0]["env"]["WEB_CONCURRENCY"]) >= 1
 
 
 def sup_env(extra: dict) -> dict:
