@@ -112,7 +112,7 @@ def heartbeat_probe(path: str, interval: float, started_wall: float | None,
         return None, "woke from a freeze: waiting for the worker's next heartbeat"
     if age > limit:
         return False, f"last heartbeat {age:.0f} s ago (stale after {limit:g} s)"
-    if heartbeat_state(path) == DB_UNREACHABLE:
+    if heartbeat_state(path) in (DB_UNREACHABLE, "db-unreachable"):  # (an early spelling)
         return True, f"database unreachable (last heartbeat {age:.1f} s ago)"
     return True, f"last heartbeat {age:.1f} s ago"
 

@@ -86,6 +86,8 @@ def test_heartbeat_saying_database_unreachable_is_alive_not_failing(tmp_path):
     beat.write_text("database-unreachable since 12 s\n")
     ok, detail = heartbeat_probe(str(beat), 5, now - 100, now + 1)
     assert ok is True and detail.startswith("database unreachable")
+    beat.write_text("db-unreachable 1795435637 connection refused\n")
+    assert heartbeat_probe(str(beat), 5, now - 100, now + 1)[1].startswith("database unreachable")
     beat.write_text("ok\n")
     ok, detail = heartbeat_probe(str(beat), 5, now - 100, now + 1)
     assert ok is True and detail.startswith("last heartbeat")
