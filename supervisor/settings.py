@@ -137,10 +137,17 @@ def known_variables() -> set[str]:
     return {ENV_PREFIX + name.upper() for name in Settings.model_fields if name != "port"}
 
 
+def did_you_mean(given: str, known: list[str], prefix: str = "") -> str | None:
+    """The closest known name, compared without the shared prefix (which matches anything)."""
+    tails = {name[len(prefix):]: name for name in known}
+    close = difflib.get_close_matches(given.upper()[len(prefix):], list(tails), n=1, cutoff=0.6)
+    return tails[close[0]] if close else None
+
+
 def unknown_setting(name: str, known: set[str]) -> ConfigError:
     """One line: the unknown name, and the closest known one when there is a plausible one."""
-    close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]}?" if close else "see `start-all --help` and docs/health.md"
+    close = did_you_mean(name, sorted(known), ENV_PREFIX)
+    hint = f"did you mean {close}?" if close else "the settings are in README.md, docs/health.md"
     return ConfigError(f"unknown setting {name}: {hint}")
 
 
@@ -160,6 +167,11 @@ def load_settings(environ: Mapping[str, str], **overrides: object) -> Settings:
         name = "PORT" if location == ["PORT"] else ENV_PREFIX + "__".join(location).upper()
         given = first.get("input")
         shown = f" (got {_short(given)!r})" if isinstance(given, str | int | float) else ""
+        if first["type"] == "extra_forbidden" and location[0] == "processes":
+            fields = [field.upper() for field in ProcessOverride.model_fields]
+            close = did_you_mean(location[-1], fields)
+            hint = f"did you mean {close}?" if close else f"one of {', '.join(fields)}"
+            raise ConfigError(f"{name}: unknown field, {hint}") from None
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
 
 

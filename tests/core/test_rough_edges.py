@@ -157,6 +157,10 @@ BAD_INPUTS = [
      {"WEB_CONCURRENCY": "abc", "START_ALL_SIZING": "off"}, "WEB_CONCURRENCY: expected"),
     ("typo", None, {"START_ALL_STOPTIMEOUT": "3"},
      "unknown setting START_ALL_STOPTIMEOUT: did you mean START_ALL_STOP_TIMEOUT?"),
+    ("typo-far-from-all", None, {"START_ALL_XYZZY": "1"},
+     "unknown setting START_ALL_XYZZY: the settings are in README.md, docs/health.md"),
+    ("typo-process-field", None, {"START_ALL_PROCESSES__WEB__RESTRT": "always"},
+     "START_ALL_PROCESSES__WEB__RESTRT: unknown field, did you mean RESTART?"),
     ("huge-setting", None, {"START_ALL_STOP_TIMEOUT": "9" * 100_000}, "(100000 characters)"),
 ]
 
