@@ -2,15 +2,19 @@
 
     .venv/bin/python bench/bench_queue.py [--n 10000] [--slow-n 1000] [--samples 200]
                                           [--only native,pgqueuer,procrastinate,celery,django-q2]
+    .venv/bin/python bench/bench_queue.py --only native,native-django-tasks,django-tasks-db
 
 Per queue: enqueue rate (one call per job, and batched), drain throughput of N no-op jobs with
 1 and 4 workers (threads for the native worker, processes for Celery and django-q2, async
-concurrency for procrastinate, processes for pgqueuer), idle pickup latency enqueue -> task start
-(p50/p99), and the native worker's idle RSS. Peers that are slow (procrastinate, django-q2)
-drain --slow-n jobs to keep the run short; the table says which N each row used. A peer that
-cannot run is shown as "n/a: reason". Each peer runs in its own subprocess, one after another.
-Throughput is measured from the queue's own timestamps (first start to last finish) where it
-keeps them, else from the tasks' own clock. Prints a markdown table; exits 0.
+concurrency for procrastinate, processes for pgqueuer), idle pickup latency enqueue -> task
+start (p50/p99), and the native worker's idle RSS. Django's task API runs the same @task code
+on the native backend (native-django-tasks: one native_worker, 1 or 4 threads) and on
+django-tasks-db (1 or 4 `db_worker` processes, its default 1 s poll). Peers that are slow
+(procrastinate, django-q2, django-tasks-db) drain --slow-n jobs to keep the run short; the
+table says which N each row used. A peer that cannot run is shown as "n/a: reason". Each peer
+runs in its own subprocess, one after another. Throughput is measured from the queue's own
+timestamps (first start to last finish) where it keeps them, else from the tasks' own clock.
+Prints a markdown table; exits 0.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 PEERS = ["native", "graphile-worker", "pgqueuer-asyncpg", "pgqueuer-psycopg", "procrastinate",
-         "celery", "django-q2"]
+         "celery", "django-q2", "native-django-tasks", "django-tasks-db"]
 CHUNK = 1000  # jobs per batched enqueue call
 
 
@@ -587,6 +591,141 @@ def peer_django_q_run(args) -> dict:
     return out
 
 
+# --- Django's task API: the native backend and django-tasks-db's db_worker ----------------
+DJANGO_TASKS_SETTINGS = """
+from urllib.parse import urlsplit
+_db = urlsplit({url!r})
+SECRET_KEY = "bench-only"
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", {app!r}, "benchtasks"]
+DATABASES = {{"default": {{
+    "ENGINE": "django.db.backends.postgresql", "NAME": _db.path.lstrip("/"),
+    "USER": _db.username or "postgres", "HOST": _db.hostname or "127.0.0.1",
+    "PORT": str(_db.port or 5432), "CONN_MAX_AGE": None}}}}
+TASKS = {{"default": {{"BACKEND": {backend!r}, "OPTIONS": {options!r}}}}}
+LOGGING_CONFIG = None
+"""
+DJANGO_TASKS_TASKS = """
+import time
+try:
+    from django.tasks import task
+except ImportError:
+    from django_tasks import task
+
+@task
+def noop():
+    return None
+
+@task
+def stamp():
+    return time.time()
+"""
+DJANGO_TASKS_KINDS = {
+    # peer -> (INSTALLED_APPS entry, BACKEND, OPTIONS, worker argv with {c} for concurrency)
+    "native-django-tasks": ("supervisor.native.django",
+                            "supervisor.native.django_tasks.NativeBackend",
+                            "database_url", ["native_worker", "-c", "{c}", "-l", "WARNING"]),
+    "django-tasks-db": ("django_tasks_db", "django_tasks_db.DatabaseBackend", None,
+                        ["db_worker", "--no-startup-delay", "--no-reload", "--verbosity", "0"]),
+}
+
+
+def _django_tasks_project(peer: str, url: str) -> Path:
+    app, backend, option, _ = DJANGO_TASKS_KINDS[peer]
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "benchtasks").mkdir()
+    (tmp / "benchtasks" / "__init__.py").write_text("")
+    (tmp / "benchtasks" / "tasks.py").write_text(DJANGO_TASKS_TASKS)
+    options = {option: url} if option else {}
+    (tmp / "benchsettings.py").write_text(
+        DJANGO_TASKS_SETTINGS.format(url=url, app=app, backend=backend, options=options))
+    (tmp / "manage.py").write_text(
+        "import sys\nfrom django.core.management import execute_from_command_line\n"
+        "execute_from_command_line(sys.argv)\n")
+    return tmp
+
+
+def peer_django_tasks(args) -> dict:
+    """The same @task code on two backends: enqueue(), drain with 1 and 4 workers (native:
+    threads of one native_worker; django-tasks-db: that many db_worker processes, one task
+    at a time each), pickup latency enqueue -> task start (db_worker polls every second, its
+    default)."""
+    peer = args.peer
+    native = peer == "native-django-tasks"
+    tmp = _django_tasks_project(peer, args.db)
+    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}",
+           "DJANGO_SETTINGS_MODULE": "benchsettings"}
+    os.environ.update(DJANGO_SETTINGS_MODULE="benchsettings")
+    sys.path.insert(0, str(tmp))
+    import django
+
+    django.setup()
+    from benchtasks.tasks import noop, stamp
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    n = args.n if native else args.slow_n
+    table = "start_all.jobs" if native else "django_tasks_database_dbtaskresult"
+    done = "status = 'SUCCESS'" if native else "status = 'SUCCESSFUL'"
+    start_col, end_col = ("started_at", "finished_at")
+    out: dict = {"n": n, "enqueue_batch": "n/a: no batch API"}
+
+    def sql(statement: str):
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchone() if cursor.description else None
+
+    noop.enqueue()  # connect (and migrate the native schema) outside the timing
+    sql(f"DELETE FROM {table}")
+    single = min(n, 2000)
+    t = time.perf_counter()
+    for _ in range(single):
+        noop.enqueue()
+    out["enqueue_single"] = single / (time.perf_counter() - t)
+    argv = DJANGO_TASKS_KINDS[peer][3]
+
+    def start(concurrency: int) -> list[subprocess.Popen]:
+        words = [w.format(c=concurrency) for w in argv]
+        count = 1 if native else concurrency
+        return [subprocess.Popen([sys.executable, "manage.py", *words], cwd=tmp, env=env,
+                                 stdout=subprocess.DEVNULL) for _ in range(count)]
+
+    def stop(workers: list[subprocess.Popen]) -> None:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(60)
+
+    for concurrency in (1, 4):
+        sql(f"DELETE FROM {table}")
+        for _ in range(n):
+            noop.enqueue()
+        workers = start(concurrency)
+        wait_until(lambda: sql(f"SELECT count(*) FROM {table} WHERE {done}")[0] >= n, 600,
+                   f"{peer} drain", every=0.2)
+        span = sql(f"SELECT extract(epoch FROM max({end_col}) - min({start_col})) FROM {table}")
+        out[f"tput_{concurrency}"] = n / float(span[0])
+        stop(workers)
+
+    sql(f"DELETE FROM {table}")
+    workers = start(1 if not native else 4)
+    first = stamp.enqueue()
+    wait_until(lambda: (first.refresh(), first.is_finished)[1], 60, "worker up", every=0.01)
+    time.sleep(1.0)
+    samples = []
+    for _ in latency_rounds(min(args.samples, 50) if not native else args.samples):
+        t0 = time.time()
+        result = stamp.enqueue()
+        wait_until(lambda r=result: (r.refresh(), r.is_finished)[1], 30, "pickup",
+                   every=0.002)
+        samples.append(result.return_value - t0)
+        time.sleep(0.01)
+    out.update(latency_summary(samples))
+    stop(workers)
+    return out
+
+
 # --- driver -------------------------------------------------------------------------------
 RUNNERS = {
     "native": peer_native,
@@ -595,6 +734,8 @@ RUNNERS = {
     "procrastinate": peer_procrastinate,
     "celery": peer_celery,
     "django-q2": peer_django_q,
+    "native-django-tasks": peer_django_tasks,
+    "django-tasks-db": peer_django_tasks,
     "graphile-worker": peer_graphile,
     "django-q2-run": peer_django_q_run,
     "pgqueuer-worker": lambda args: asyncio.run(_pgq_worker(args.db)),
