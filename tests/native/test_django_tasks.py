@@ -97,6 +97,9 @@ def test_task_api_on_the_native_queue(project):
     assert after["flaky"] == 3 and after["flaky_attempts"] == [1, 2, 3], "retried twice"
     assert after["boom"] == {"status": "FAILED", "attempts": 1, "error": "builtins.ValueError",
                              "traceback": True}
+    overrun = after["overrun"]  # @task(soft_time_limit=0.5) sleeping 30 s
+    assert overrun["status"] == "FAILED" and overrun["seconds"] < 10, overrun
+    assert overrun["error"] == "supervisor.native.exceptions.SoftTimeLimitExceeded"
     assert after["run_after_respected"] is True and after["deferred"] == 30
     assert after["missing"] == "TaskResultDoesNotExist"
 

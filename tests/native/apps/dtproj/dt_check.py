@@ -106,6 +106,7 @@ else:
     deferred = tasks.add.using(run_after=later).enqueue(10, 20)
     flaky = tasks.flaky.enqueue("k1")
     boom = tasks.boom.enqueue()
+    overrun = tasks.overrun.enqueue()
 
     async def via_aenqueue():
         result = await tasks.twice.aenqueue(21)
@@ -119,6 +120,10 @@ else:
     out["boom"] = {"status": str(failed.status), "attempts": failed.attempts,
                    "error": failed.errors[0].exception_class_path,
                    "traceback": "ValueError: boom" in failed.errors[0].traceback}
+    limited = finished(overrun)
+    out["overrun"] = {"status": str(limited.status),
+                      "error": limited.errors[0].exception_class_path,
+                      "seconds": (limited.finished_at - limited.started_at).total_seconds()}
     finished(deferred)
     out["run_after_respected"] = deferred.started_at >= later
     out["deferred"] = deferred.return_value

@@ -61,3 +61,8 @@ def sleepy(key, seconds):
 @task
 def tick():
     _note(tick=time.time())
+
+
+@task(soft_time_limit=0.5)
+def overrun():
+    time.sleep(30)
