@@ -136,3 +136,10 @@ def test_a_task_held_by_a_killed_worker_runs_again(project, db):
         "SELECT status, recoveries FROM start_all.jobs WHERE task_id = %s AND status = "
         "'SUCCESS'", (result_id,)).fetchone(), 20, "success")
     assert row == ("SUCCESS", 1)
+
+
+def test_start_all_knows_the_worker_of_these_tasks():
+    from supervisor import profiles
+
+    profile = profiles.detect(("python", "manage.py", "native_worker", "-c", "2"))
+    assert profile.kind == "native" and profile.worker and profile.quick_signal == "SIGQUIT"

@@ -14,7 +14,7 @@ import sys
 
 from conftest import APPS
 
-from tests.conftest import ROOT, VENV_ENV
+from tests.conftest import ROOT, VENV_ENV, wait_for
 
 PROJECT = APPS / "threeways"
 TEMPLATE = ROOT / "supervisor" / "kit" / "templates" / "start_all_tasks.py"
@@ -63,3 +63,39 @@ def test_the_docs_show_the_code_that_runs():
             code = line.split("#", 1)[0].strip()
             if code and code not in ("...",):
                 assert code in tested, f"docs line not in the tested code: {line!r}"
+
+
+def test_one_native_worker_runs_both_apis_with_the_app_option(db, pg_url, tmp_path):
+    """OPTIONS "app": the TASKS backend puts its tasks in the Celery-API app."""
+    project = shutil.copytree(PROJECT, tmp_path / "threeways")
+    shutil.copy(TEMPLATE, project / "threeways" / "start_all_tasks.py")
+    env = {**os.environ, **VENV_ENV, "NATIVE_TEST_DB_URL": pg_url,
+           "PYTHONPATH": f"{project}{os.pathsep}{ROOT}",
+           "DJANGO_SETTINGS_MODULE": "threeways.settings_shared"}
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "native_worker", "-A", "threeways.celery:app"],
+            cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "ready:" in log.read_text() or worker.poll() is not None, 30, "ready")
+        assert "queues celery,default" in log.read_text(), log.read_text()
+        code = (
+            "import django, json, time; django.setup(); import threeways.celery; "
+            "from booking.tasks import confirm_booking, confirm_booking_task; "
+            "r = confirm_booking_task.enqueue(5); c = confirm_booking.delay(6).get(timeout=30); "
+            "deadline = time.monotonic() + 30\n"
+            "while not r.is_finished and time.monotonic() < deadline:\n"
+            "    time.sleep(0.05); r.refresh()\n"
+            "print(json.dumps([c, r.return_value]))")
+        done = subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, done.stderr + log.read_text()
+        assert json.loads(done.stdout.splitlines()[-1]) == ["booking 6 confirmed",
+                                                            "booking 5 confirmed"]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
