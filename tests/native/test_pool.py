@@ -204,3 +204,11 @@ def test_prefork_memory_watchdog_counts_children_and_restarts_gracefully(
     assert ptasks.add.delay(1, 1).get(timeout=20) == 2
     sup.signal(signal.SIGTERM)
     assert sup.wait(30) == 0
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_request_shows_the_limits_in_force(ptasks, start_worker, pool):
+    start_pool(start_worker, "-P", pool, "-c", "1")
+    assert ptasks.declared_limits.delay().get(timeout=15) == [60, 45, [60, 45]]
+    assert ptasks.declared_limits.apply_async(time_limit=10, soft_time_limit=5).get(
+        timeout=15) == [10, 5, [10, 5]]

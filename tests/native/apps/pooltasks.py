@@ -151,3 +151,8 @@ def grow(path, mib, seconds):
     _append(path, f"holding {len(block) // 2**20} {os.getpid()}")
     time.sleep(seconds)
     return len(block) // 2**20
+
+
+@app.task(bind=True, time_limit=60, soft_time_limit=45)
+def declared_limits(self):
+    return [self.request.time_limit, self.request.soft_time_limit, list(self.request.timelimit)]
