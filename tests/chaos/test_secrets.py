@@ -5,6 +5,7 @@ Real processes against a closed port and the real PostgreSQL."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -27,6 +28,20 @@ def run(argv: list[str], env: dict, cwd=None, timeout: float = 60) -> subprocess
     base = {k: v for k, v in os.environ.items() if not k.startswith("START_ALL_")}
     return subprocess.run(argv, env={**base, **VENV_ENV, **env}, cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_briefly(argv: list[str], env: dict, cwd, seconds: float = 4.0):
+    """A long-running process (the native worker waits for its database): its output after
+    `seconds`, then SIGTERM (what a stop does)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("START_ALL_")}
+    proc = subprocess.Popen(argv, env={**base, **VENV_ENV, **env}, cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def urls() -> dict[str, str]:
@@ -86,8 +101,8 @@ def test_native_worker_migrate_and_probe_never_print_the_password(kind):
     url = urls()[kind]
     env = {"NATIVE_TEST_DB_URL": url, "DATABASE_URL": url,
            "PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}"}
-    worker = run([sys.executable, "-m", "supervisor.native", "worker", "-A", "qtasks:app"],
-                 env, cwd=APPS)
+    worker = run_briefly([sys.executable, "-m", "supervisor.native", "worker", "-A",
+                          "qtasks:app"], env, cwd=APPS)
     migrate = run([sys.executable, "-m", "supervisor", "migrate", "--", "true"], env)
     probe = run([sys.executable, "-m", "supervisor.probes", "database"], env)
     check = run([sys.executable, "-m", "supervisor", "check"], env)
@@ -101,7 +116,8 @@ def test_native_worker_migrate_and_probe_never_print_the_password(kind):
         assert migrate.returncode == 2 and "not a valid URL" in migrate.stderr
         assert probe.stdout.startswith("fail malformed URL")
         assert "not a valid URL" in check.stdout + check.stderr and check.returncode != 0
-    else:  # parses: the worker waits for the database (or says it cannot reach it)
+    else:  # parses: the worker waits for the database and says so
+        assert "database" in worker.stderr.lower(), worker.stderr
         assert probe.stdout.startswith("fail connection refused"), probe.stdout
         assert "bob:***@127.0.0.1" in migrate.stderr, migrate.stderr
 
