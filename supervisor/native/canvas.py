@@ -248,6 +248,8 @@ def maybe_signature(value: Any, app: Any = None) -> Signature | None:
         return value
     if isinstance(value, dict):
         return Signature.from_dict(value, app=app)
+    if hasattr(value, "s") and hasattr(value, "name"):  # a task where a signature goes
+        return value.s()
     raise TypeError(f"not a signature: {value!r}")
 
 
@@ -304,7 +306,9 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def freeze(self, _id: str | None = None, **options: Any) -> Any:
         if _id is not None and self.tasks:
             self.tail().options["task_id"] = _id
-        return self._freeze_all()
+        result = self._freeze_all()
+        self.options["task_id"] = self.tail().id  # a frozen chain's id is its last task's
+        return result
 
     def __or__(self, other: Any) -> Any:
         if isinstance(other, chain):
@@ -329,16 +333,28 @@ class chain(Signature):  # noqa: N801 - Celery's name
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
 
 
+def _unroll(tasks: list[Signature]) -> list[Signature]:
+    """A group directly inside a group is unrolled into it, as in Celery."""
+    out: list[Signature] = []
+    for task in tasks:
+        if type(task) is group:
+            out.extend(_unroll(task.tasks))
+        else:
+            out.append(task)
+    return out
+
+
 class group(Signature):  # noqa: N801 - Celery's name
     """group(a, b, c): run in parallel; the result is the list of their results."""
 
     def __init__(self, *tasks: Any, **options: Any) -> None:
         app = options.pop("app", None)
-        super().__init__("celery.group", (), {"tasks": _signatures(tasks, app)}, options,
-                         subtask_type="group", app=app)
+        super().__init__("celery.group", (), {"tasks": _unroll(_signatures(tasks, app))},
+                         options, subtask_type="group", app=app)
 
     def _revive(self) -> None:
-        self.kwargs["tasks"] = [maybe_signature(t, self._app) for t in self.kwargs["tasks"]]
+        self.kwargs["tasks"] = _unroll(
+            [maybe_signature(t, self._app) for t in self.kwargs["tasks"]])
 
     @property
     def tasks(self) -> list[Signature]:
@@ -541,6 +557,8 @@ class Plan:
         self.app = app
         self.jobs: list[Job] = []
         self.chords: list[ChordRow] = []
+        self.failed: list[tuple[str, str]] = []  # (task id, name) that fail with `failure`
+        self.failure: Any = None
 
     def add(self, sig: Signature, args: Iterable = (), after: list | None = None,
             chord_id: str | None = None, parent_id: str | None = None,
@@ -713,6 +731,8 @@ def after_finish(app: Any, tx: Any, finished: list[Finished]) -> None:
             tx.insert_chords(plan.chords)
         if plan.jobs:
             tx.insert_jobs(plan.jobs)
+        if plan.failed:
+            tx.insert_failed(plan.failed, plan.failure)
         for original, event in mirrors:
             tx.mirror(original, event.status, event.result, event.traceback)
         events = []
@@ -742,6 +762,11 @@ def _follow(app: Any, event: Finished, plan: Plan, counts: dict, mirrors: list) 
             sig = maybe_signature(errback, app)
             if not _new_style_errback(sig):  # new-style ones ran in the worker already
                 plan.add(sig, (event.task_id,), None, None, event.task_id, root_id)
+        # as Celery: the steps after it will not run; their results take this failure
+        for step in flow.get("chain") or ():
+            plan.failed.extend(_result_ids(maybe_signature(step, app)))
+        if plan.failed:
+            plan.failure = event.result
     else:
         return  # RETRY / REPLACED: nothing has finished yet
     chord_id = flow.get("chord")
@@ -780,8 +805,10 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
         head = head.tail() if isinstance(head, chord) else head
         flow = {"root_id": row.root_id, "link_error": head.options.get("link_error") or [],
                 "chord": row.outer}
-        ids = {head.id, body.tail().id} - {None}
-        tx.insert_failed(sorted(ids), head.name, exception_to_dict(error))
+        never_ran = {(head.id, head.name), *_result_ids(body)}
+        for sig in after:
+            never_ran.update(_result_ids(sig))
+        tx.insert_failed(sorted(never_ran), exception_to_dict(error))
         event = Finished(head.id, head.name, "FAILURE", exception_to_dict(error), None, flow)
         for errback in flow["link_error"]:
             sig = maybe_signature(errback, app)
@@ -789,6 +816,17 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
                 call_errback_here(sig, head.id, error, None)
         events.append(event)
     return events
+
+
+def _result_ids(sig: Signature) -> list[tuple[str, str]]:
+    """(id, name) of every result a not-yet-started signature would have produced."""
+    if isinstance(sig, chain):
+        return [pair for step in sig.tasks for pair in _result_ids(step)]
+    if isinstance(sig, group):
+        return [pair for member in sig.tasks for pair in _result_ids(member)]
+    if isinstance(sig, chord):
+        return _result_ids(sig.body) if sig.body is not None else []
+    return [(sig.id, sig.name)] if sig.id else []
 
 
 def _new_style_errback(sig: Signature) -> bool:

@@ -60,9 +60,11 @@ LEFT JOIN start_all.jobs AS j ON j.task_id = h.task_id
 ORDER BY h.ord
 """
 
+# Results of workflow steps that will never run (an earlier step failed) take the failure;
+# a step that did run keeps its own result.
 INSERT_FAILED = """
 INSERT INTO start_all.jobs (task_id, name, status, result, finished_at)
-SELECT t, %s, 'FAILURE', %s::jsonb, now() FROM unnest(%s::text[]) AS t
+SELECT t, n, 'FAILURE', %s::jsonb, now() FROM unnest(%s::text[], %s::text[]) AS f(t, n)
 ON CONFLICT (task_id) DO NOTHING
 """
 
@@ -126,8 +128,11 @@ class FlowTx:
         return [(status, result) for status, result in
                 self.conn.execute(HEADER_RESULTS, (json.dumps(task_ids),)).fetchall()]
 
-    def insert_failed(self, task_ids: list[str], name: str, error: dict) -> None:
-        self.conn.execute(INSERT_FAILED, (name, json.dumps(error), task_ids))
+    def insert_failed(self, failed: list[tuple[str, str]], error: Any) -> None:
+        from supervisor.native.serial import dumps
+
+        self.conn.execute(INSERT_FAILED, (dumps(error), [t for t, _ in failed],
+                                          [n for _, n in failed]))
 
     def mirror(self, task_id: str, status: str, result: Any, traceback: str | None) -> None:
         from supervisor.native.serial import dumps

@@ -147,7 +147,10 @@ class AsyncResult(_ResultBase):
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.005  # start fast: most tasks finish in milliseconds
+        parents = self._parents() if propagate else []
         while True:
+            for node in parents:  # as Celery: an earlier step's failure is raised first
+                node.maybe_throw()
             state = self.state
             if state in states.READY_STATES:
                 break
@@ -162,6 +165,26 @@ class AsyncResult(_ResultBase):
         if propagate and state in states.PROPAGATE_STATES:
             raise value if isinstance(value, BaseException) else TaskRevokedError(str(value))
         return value
+
+    def _parents(self) -> list:
+        """The results this one waits on (a chain's earlier steps), earliest first."""
+        nodes, node = [], self.parent
+        while node is not None:
+            nodes.append(node)
+            node = getattr(node, "parent", None)
+        return nodes[::-1]
+
+    def maybe_throw(self, propagate: bool = True, callback: Any = None) -> None:
+        """Raise this task's exception if it failed (or was revoked)."""
+        state = self.state
+        if propagate and state in states.PROPAGATE_STATES:
+            value = self.result
+            raise value if isinstance(value, BaseException) else TaskRevokedError(str(value))
+
+    def as_tuple(self) -> tuple:
+        """Celery's serialisable form: ((id, parent's form), None)."""
+        parent = self.parent
+        return (self.id, parent.as_tuple() if parent is not None else None), None
 
     def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
                wait: bool = False, timeout: float | None = None) -> None:
@@ -193,6 +216,10 @@ class EagerResult(_ResultBase):
         if propagate and self._state in states.PROPAGATE_STATES:
             raise self._value
         return self._value
+
+    def maybe_throw(self, propagate: bool = True, callback: Any = None) -> None:
+        if propagate and self._state in states.PROPAGATE_STATES:
+            raise self._value
 
     def revoke(self, *args: Any, **kwargs: Any) -> None:
         self._state = states.REVOKED
@@ -247,6 +274,10 @@ class ResultSet:
 
     def ready(self) -> bool:
         return all(r.ready() for r in self.results)
+
+    def maybe_throw(self, propagate: bool = True, callback: Any = None) -> None:
+        for r in self.results:
+            r.maybe_throw(propagate=propagate)
 
     def successful(self) -> bool:
         return all(r.successful() for r in self.results)
@@ -326,6 +357,12 @@ class GroupResult(ResultSet):
     @property
     def children(self) -> list:
         return self.results
+
+    def as_tuple(self) -> tuple:
+        """Celery's serialisable form: ((id, parent's form), [each result's form])."""
+        parent = self.parent
+        return ((self.id, parent.as_tuple() if parent is not None else None),
+                [r.as_tuple() for r in self.results])
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, GroupResult):

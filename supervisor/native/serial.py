@@ -41,8 +41,8 @@ def encode_extra(value: Any) -> Any:
             return _envelope("bytes", raw.decode("utf-8"))
         except UnicodeDecodeError:
             return _envelope("base64", base64.b64encode(raw).decode("ascii"))
-    if hasattr(value, "__json__"):  # e.g. a signature-like object offering its own form
-        return value.__json__()
+    if hasattr(value, "as_tuple"):  # a result handle returned by a task, as Celery sends it
+        return value.as_tuple()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

@@ -199,12 +199,38 @@ class SqliteStore:
 
     def enqueue(self, jobs: list[Job]) -> None:
         from supervisor.native import dispatch, transactions
+        from supervisor.native.canvas import is_flow
 
+        if any(j.options and is_flow(loads(j.options)) for j in jobs):
+            self.submit(jobs, [])  # link/link_error: refused with the reason
         dispatch.publishing(jobs)
         if transactions.deferred(self, None, jobs):
             return
         self._insert(jobs)
         dispatch.publishing(jobs, after=True)
+
+    def ensure_chords_allowed(self) -> None:
+        raise NotImplementedError("chords need PostgreSQL: the SQLite backend carries plain "
+                                  "tasks and groups only")
+
+    def submit(self, jobs: list[Job], chords: list) -> None:
+        """Workflows (chains, chords, links) need PostgreSQL's finish transaction."""
+        raise NotImplementedError("chains, chords and link callbacks need PostgreSQL: the "
+                                  "SQLite backend carries plain tasks and groups only")
+
+    def save_group(self, group_id: str, results: dict) -> None:
+        self.db.run(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO start_all_groups VALUES (?, ?, ?)",
+            (group_id, json.dumps(results), time.time())))
+
+    def restore_group(self, group_id: str) -> dict | None:
+        row = self.db.run(lambda conn: conn.execute(
+            "SELECT results FROM start_all_groups WHERE id = ?", (group_id,)).fetchone())
+        return json.loads(row[0]) if row else None
+
+    def delete_group(self, group_id: str) -> None:
+        self.db.run(lambda conn: conn.execute("DELETE FROM start_all_groups WHERE id = ?",
+                                              (group_id,)))
 
     def get_meta(self, task_id: str) -> dict | None:
         row = self.db.run(lambda conn: conn.execute(

@@ -341,11 +341,16 @@ class PgStore:
         with self._lock:
             return action(self._connection())
 
+    def ensure_chords_allowed(self) -> None:
+        """Celery's backend check: chords work here (their counters live in PostgreSQL)."""
+
     def submit(self, jobs: list[Job], chords: list) -> None:
         """A workflow: its chord counters and first jobs in one transaction."""
-        from supervisor.native import canvas_store
+        from supervisor.native import canvas_store, dispatch
 
+        dispatch.publishing(jobs)
         self._with_connection(lambda conn: canvas_store.submit(conn, jobs, chords))
+        dispatch.publishing(jobs, after=True)
 
     def save_group(self, group_id: str, results: dict) -> None:
         from supervisor.native import canvas_store

@@ -66,6 +66,7 @@ class Context:
         self.retry_request: Retry | None = None  # set by retry(throw=False)
         self.__dict__.update(fields)
         self.timelimit = (self.time_limit, self.soft_time_limit)
+        self.group = self.group_id  # Celery's name for it
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
