@@ -91,3 +91,34 @@ def test_heartbeat_saying_database_unreachable_is_alive_not_failing(tmp_path):
     beat.write_text("ok\n")
     ok, detail = heartbeat_probe(str(beat), 5, now - 100, now + 1)
     assert ok is True and detail.startswith("last heartbeat")
+
+
+def test_native_worker_waiting_for_its_database_is_degraded_not_failing(
+        run_supervisor, henv, pg_cluster):
+    from tests.conftest import ROOT
+
+    url = pg_cluster.create_database("outage")
+    apps = ROOT / "tests" / "native" / "apps"
+    henv |= {"DATABASE_URL": url, "NATIVE_TEST_DB_URL": url, "START_ALL_HEARTBEAT_INTERVAL": "0.3",
+             "PYTHONPATH": f"{apps}:{ROOT}"}
+    sup = run_supervisor(f"web: {GUNICORN}\n"
+                         "worker: python3 -m supervisor.native worker -A qtasks:app -c 2\n",
+                         env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    wait_health(hport, lambda c, r: r["ready"], timeout=30, what="ready")
+    pid = process(health(hport)[1], "worker.1")["pid"]
+    pg_cluster.stop()
+    code, report = wait_health(
+        hport, lambda c, r: (process(r, "worker.1")["probe"] or {}).get("degraded"),
+        timeout=15, what="the worker saying database unreachable")
+    worker = process(report, "worker.1")
+    assert code == 200 and report["status"] == "degraded"
+    assert worker["healthy"] and not worker["ready"] and worker["pid"] == pid
+    assert worker["probe"]["detail"].startswith("database unreachable")
+    assert request(hport, "/readyz")[0] == 503
+    pg_cluster.start()
+    code, report = wait_health(hport, lambda c, r: r["ready"], timeout=15, what="back")
+    assert process(report, "worker.1")["pid"] == pid  # the same process: it never exited
+    assert process(report, "worker.1")["restarts"] == 0
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0
