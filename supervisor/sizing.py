@@ -337,7 +337,7 @@ def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> 
 # ----- 2. after start: the web worker count from measurement (inside PID 1) ----------------------
 
 STABLE = 0.05  # two measurements this close (share) in a row: the workers have loaded the app
-SYNC_TIMEOUT = 30.0  # gunicorn not at the count we asked for by then: its own config decides
+SYNC_TIMEOUT = 120.0  # not at the count asked by then (a slow boot is slower): its config wins
 GROW_MARGIN = 1.05  # another worker must fit with 5 % to spare (no flapping at the boundary)
 
 
