@@ -79,8 +79,9 @@ def main() -> int:
           f"supervisor saw {f['supervisor_wake']['frozen']:g} s")
     print(f"native beat (every {sleep.TICK} s): {f['ticks_during_sleep']} slot(s) fired for "
           f"the whole sleep; most runs of one slot: {f['tick_runs_max']}")
-    print("qcluster log lines after the wake mentioning error/timeout/retry: "
-          + ("; ".join(f["qcluster_log_after_wake"]) or "none"))
+    for kind, lines in f["notable_log_lines"].items():
+        print(f"{kind} log lines with error/timeout/sigkill/retry/lease: "
+              + (" // ".join(lines) or "none"))
     return 0
 
 

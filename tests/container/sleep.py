@@ -77,8 +77,9 @@ def run(image: str, start: Callable[..., Container], native_db: str, qcluster_db
         wait_for(lambda a=app, b=booking: a.get_json(f"/bookings/{b['id']}")["confirmed_at"],
                  60, f"a task queued after the wake ({kind})")
         figures["new_task_after_wake"][kind] = time.monotonic() - posted
-    figures["qcluster_log_after_wake"] = [
-        line for line in qcluster.logs().splitlines()[-60:]
-        if "error" in line.lower() or "timeout" in line.lower() or "retry" in line.lower()
-    ][-5:]
+    figures["notable_log_lines"] = {  # what else the freeze set off (e.g. gunicorn's timeout)
+        kind: [line for line in app.logs().splitlines()
+               if re.search(r"error|timeout|sigkill|retry|lease", line, re.I)][-8:]
+        for kind, app in apps.items()
+    }
     return figures
