@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     # resources (sizing.py, docs/health.md)
     sizing: Literal["auto", "off"] = "auto"
     worker_concurrency: int | None = Field(None, ge=1, le=1024)
+    # the native worker's pool (read by it, native/cli.py); prefork children cost more memory
+    worker_pool: Literal["threads", "thread", "solo", "prefork", "processes"] | None = None
     worker_max_rss_mb: int | None = Field(None, ge=1)
     watchdog_share: float = Field(0.5, ge=0, le=1)  # of the memory limit; 0: no watchdog
     watchdog_mb: int | None = Field(None, ge=1)

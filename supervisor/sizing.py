@@ -47,7 +47,8 @@ ESTIMATES = {
     "web_per_worker": 90,  # one web worker process with a Django-sized application loaded
     "worker_base": 60,  # qcluster main + sentinel + monitor + pusher; celery main; native main
     "worker_per_unit": 80,  # one worker process (qcluster/celery prefork child)
-    "native_per_unit": 10,  # one more concurrent task slot in the native worker
+    "native_per_unit": 10,  # one more concurrent task slot in the native worker (threads)
+    "native_prefork_per_unit": 45,  # a prefork child of the native worker (up to ~46 MiB RSS)
     "headroom_share": 0.10,  # kept free for page cache, spikes and `start-all status`
 }
 
@@ -86,7 +87,8 @@ def size(
     reasoning lines for --dry-run.
     """
     e = {**ESTIMATES, **(estimates or {})}
-    per_unit = e["native_per_unit"] if worker_kind == "native" else e["worker_per_unit"]
+    per_unit = {"native": e["native_per_unit"], "native-prefork": e["native_prefork_per_unit"]
+                }.get(worker_kind or "", e["worker_per_unit"])
     mb = limit // MB
     headroom = int(mb * e["headroom_share"])
     budget = mb - e["supervisor"] - headroom
@@ -219,6 +221,20 @@ def _explicit_worker(spec: ProcessSpec, settings: Settings) -> tuple[int | None,
     return None, False
 
 
+def _worker_kind(spec: ProcessSpec | None, settings: Settings) -> str | None:
+    """The worker's kind for the estimates: a native worker with processes costs more."""
+    if spec is None:
+        return None
+    if spec.kind == "native":
+        from supervisor import commands
+
+        words = commands.parse(spec.command).program
+        pool = _option(words, "-P", "--pool") or settings.worker_pool or "threads"
+        if pool in ("prefork", "processes"):
+            return "native-prefork"
+    return spec.kind
+
+
 def _execs(spec: ProcessSpec) -> bool:
     from supervisor import commands
 
@@ -255,7 +271,7 @@ def apply_sizing(
         web_n, web_set = _explicit_web(web, environ) if web else (None, False)
         worker_n, worker_set = _explicit_worker(worker, settings) if worker else (None, False)
         result = size(
-            limit, cpus, web_n, worker_n, web is not None, worker.kind if worker else None,
+            limit, cpus, web_n, worker_n, web is not None, _worker_kind(worker, settings),
             memory_bounded=bounded,
         )
         info["reasons"] = result["reasons"]

@@ -126,3 +126,19 @@ def sup_env(extra: dict) -> dict:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith("START_ALL_") and k != "WEB_CONCURRENCY"}
     return {**base, **VENV_ENV, **extra}
+
+
+def test_a_native_prefork_pool_is_sized_with_its_child_cost(tmp_path):
+    (tmp_path / "Procfile").write_text(
+        "web: gunicorn app:app\nworker: python3 -m supervisor.native worker -A app:queue\n")
+
+    def worker_reason(**env: str) -> str:
+        result = subprocess.run([*START_ALL, "--dry-run"], cwd=tmp_path, capture_output=True,
+                                text=True, env=sup_env(env), timeout=30)
+        assert result.returncode == 0, result.stderr
+        return next(line for line in result.stdout.splitlines() if "worker: concurrency" in line)
+
+    per_unit = sizing.ESTIMATES
+    assert f" x {per_unit['native_per_unit']} + " in worker_reason()  # threads: a slot is cheap
+    prefork = worker_reason(START_ALL_WORKER_POOL="prefork")  # read by the native worker
+    assert f" x {per_unit['native_prefork_per_unit']} + " in prefork
