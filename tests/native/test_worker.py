@@ -373,3 +373,33 @@ def test_concurrent_migrations_apply_once(db, pg_url):
     versions = sorted(f.stem for f in (ROOT / "supervisor/native/sql").glob("*.sql"))
     assert said == [f"native: schema up to date ({', '.join(versions)})"] + [
         "native: schema up to date (nothing to apply)"] * 3
+
+
+def test_frozen_worker_wakes_reconnects_and_finishes_its_task_once(qapp, db, start_worker,
+                                                                   tmp_path):
+    """SIGSTOP freezes the worker as a sleeping instance does (no signal it could handle), for
+    longer than its 2 s lease; after SIGCONT it sees the clock jump, opens fresh connections,
+    renews its lease before reaping, and the frozen task is recorded once."""
+    marks = tmp_path / "frozen"
+    worker = start_worker("-c", "1")
+
+    def listeners() -> set[int]:
+        return {row[0] for row in db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query ILIKE 'LISTEN%'")}
+
+    before = wait_for(listeners, 10, "the worker's LISTEN connection")
+    r = qapp.hold.delay("frozen", str(marks), 1.0)
+    wait_for(lambda: any(line.startswith("start") for line in lines(marks)), 10, "start")
+    worker.signal(signal.SIGSTOP)
+    time.sleep(8)  # the freeze itself: longer than the lease and the 5 s wake threshold
+    worker.signal(signal.SIGCONT)
+    assert r.get(timeout=20) == "frozen"
+    assert "frozen (clock jump): reconnecting and renewing 1 lease(s)" in worker.output
+    row = job_row(db, r.id)
+    assert row["status"] == "SUCCESS" and row["recoveries"] == 0  # not reaped: renewed first
+    assert len([line for line in lines(marks) if line.startswith("end")]) == 1
+    after = wait_for(lambda: (pids := listeners()) and pids.isdisjoint(before) and pids, 10,
+                     "a fresh LISTEN connection")
+    assert len(after) == 1
+    assert qapp.add.delay(2, 3).get(timeout=10) == 5  # and it keeps working
