@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+# start-all refuses unknown START_ALL_* names and obeys known ones: the developer's shell
+# (START_ALL_TEST_LATEST=0 for scripts/test.sh, a token, a port) must not reach the tests.
+for _name in [name for name in os.environ if name.upper().startswith("START_ALL_")]:
+    del os.environ[_name]
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 START_ALL = [sys.executable, "-m", "supervisor"]
