@@ -26,12 +26,13 @@ class Held:
     """A job this worker holds under a lease, from claim until its finish is written."""
 
     __slots__ = ("id", "task_id", "name", "queue", "priority", "args", "kwargs", "options",
-                 "retries", "ignore_result", "revoke", "expired", "token", "thread", "started",
-                 "in_user_code", "soft_sent", "hard_sent", "abandoned", "terminated")
+                 "retries", "ignore_result", "revoke", "expired", "strict", "token", "thread",
+                 "started", "in_user_code", "soft_sent", "hard_sent", "abandoned", "terminated")
 
     def __init__(self, row: tuple, token: uuid.UUID) -> None:
         (self.id, self.task_id, self.name, self.queue, self.priority, self.args, self.kwargs,
-         self.options, self.retries, self.ignore_result, self.revoke, self.expired, _) = row
+         self.options, self.retries, self.ignore_result, self.revoke, self.expired,
+         self.strict, _) = row  # strict: its start is made durable before it runs
         self.token = token
         self.thread: int | None = None
         self.started = 0.0

@@ -99,7 +99,7 @@ SET status = 'RESERVED', lease_token = %(token)s, worker = %(worker)s, started_a
 FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.task_id, j.name, j.queue, j.priority, j.args, j.kwargs, j.options, j.retries,
           j.ignore_result, j.revoke, coalesce(j.expires_at <= now(), false) AS expired,
-          extract(epoch FROM j.run_at)::float8 AS run_at
+          j.orphaned > 0 AS strict, extract(epoch FROM j.run_at)::float8 AS run_at
 """
 
 # Seconds until a rate-limited job waiting in these queues could be claimed (None: none wait).

@@ -30,7 +30,8 @@ ON CONFLICT (task_id) DO UPDATE SET
     status = 'PENDING', args = excluded.args, kwargs = excluded.kwargs,
     options = excluded.options, run_at = excluded.run_at, expires_at = excluded.expires_at,
     ignore_result = excluded.ignore_result, retries = excluded.retries, recoveries = 0,
-    revoke = NULL, result = NULL, traceback = NULL, worker = NULL, started_at = NULL,
+    orphaned = 0, attempt_started = 0, revoke = NULL, result = NULL, traceback = NULL,
+    worker = NULL, started_at = NULL,
     finished_at = NULL, created_at = excluded.created_at
 WHERE start_all_jobs.status IN ('SUCCESS', 'FAILURE', 'REVOKED')
 """
@@ -44,13 +45,18 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id LIMIT ?
 )
 RETURNING id, task_id, name, queue, priority, args, kwargs, options, retries, ignore_result,
-          revoke, coalesce(expires_at <= ?, 0), run_at
+          revoke, coalesce(expires_at <= ?, 0), orphaned > 0, run_at
+"""
+
+MARK_STARTED = """
+UPDATE start_all_jobs SET attempt_started = 1, started_at = ?
+WHERE id = ? AND lease_token = ? AND status = 'RESERVED'
 """
 
 FINISH = """
 UPDATE start_all_jobs
 SET status = ?, result = ?, traceback = ?, lease_token = NULL, lease_until = NULL,
-    finished_at = CASE WHEN ? = 'RETRY' THEN NULL ELSE ? END,
+    attempt_started = 0, finished_at = CASE WHEN ? = 'RETRY' THEN NULL ELSE ? END,
     run_at = CASE WHEN ? = 'RETRY' THEN ? ELSE run_at END,
     retries = retries + (? = 'RETRY'),
     args = coalesce(?, args), kwargs = coalesce(?, kwargs)
@@ -60,23 +66,27 @@ WHERE id = ? AND lease_token = ?
 RELEASE = """
 UPDATE start_all_jobs
 SET status = CASE WHEN retries > 0 THEN 'RETRY' ELSE 'PENDING' END,
-    lease_token = NULL, lease_until = NULL, worker = NULL, started_at = NULL
+    lease_token = NULL, lease_until = NULL, worker = NULL, started_at = NULL,
+    attempt_started = 0
 WHERE id = ? AND lease_token = ? AND status = 'RESERVED'
 """
 
 REAP = """
 UPDATE start_all_jobs
-SET recoveries = recoveries + 1,
+SET recoveries = recoveries + attempt_started,
+    orphaned = orphaned + (1 - attempt_started),
     status = CASE WHEN revoke IS NOT NULL THEN 'REVOKED'
-                  WHEN recoveries + 1 > :max THEN 'FAILURE'
+                  WHEN attempt_started AND recoveries + 1 > :max THEN 'FAILURE'
                   WHEN retries > 0 THEN 'RETRY' ELSE 'PENDING' END,
-    result = CASE WHEN revoke IS NULL AND recoveries + 1 > :max THEN json_object(
+    result = CASE WHEN revoke IS NULL AND attempt_started AND recoveries + 1 > :max
+        THEN json_object(
         'exc_type', 'WorkerLostError', 'exc_module', 'supervisor.native.exceptions',
         'exc_message', json_array(printf(
-            'lease expired %d times (worker %s): given up as a poison pill',
+            'worker lost %d times while running it (last %s): given up as a poison pill',
             recoveries + 1, worker))) ELSE result END,
-    finished_at = CASE WHEN revoke IS NOT NULL OR recoveries + 1 > :max THEN :now END,
-    lease_token = NULL, lease_until = NULL, worker = NULL
+    finished_at = CASE WHEN revoke IS NOT NULL OR (attempt_started AND recoveries + 1 > :max)
+                       THEN :now END,
+    attempt_started = 0, lease_token = NULL, lease_until = NULL, worker = NULL
 WHERE status = 'RESERVED' AND lease_until < :now
 RETURNING id, task_id, status
 """
@@ -332,7 +342,7 @@ class SqliteWorkerDb:
                     now, claim["limit"], now)).fetchall()
                 rows = [(r[0], r[1], r[2], r[3], r[4], loads(r[5]), loads(r[6]),
                          loads(r[7]) if r[7] else None, r[8], bool(r[9]), r[10],
-                         bool(r[11]), r[12]) for r in raw]
+                         bool(r[11]), bool(r[12]), r[13]) for r in raw]
             return written, rows
 
         return self._tx(work)
@@ -342,11 +352,21 @@ class SqliteWorkerDb:
             conn.execute(RELEASE, (i, str(t))).rowcount for i, t in zip(ids, tokens, strict=True)
         ))
 
+    def mark_started(self, ids: list[int], tokens: list) -> set[int]:
+        now = time.time()
+
+        def work(conn: sqlite3.Connection) -> set[int]:
+            return {i for i, t in zip(ids, tokens, strict=True)
+                    if conn.execute(MARK_STARTED, (now, i, str(t))).rowcount}
+
+        return self._tx(work)
+
     def release_token(self, token: Any) -> int:
         return self._tx(lambda conn: conn.execute(
             "UPDATE start_all_jobs SET status = CASE WHEN retries > 0 THEN 'RETRY' ELSE "
             "'PENDING' END, lease_token = NULL, lease_until = NULL, worker = NULL, "
-            "started_at = NULL WHERE lease_token = ? AND status = 'RESERVED'",
+            "started_at = NULL, attempt_started = 0 WHERE lease_token = ? AND "
+            "status = 'RESERVED'",
             (str(token),)).rowcount)
 
     def renew(self, lease: float, tokens: list) -> list[tuple]:

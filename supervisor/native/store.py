@@ -48,7 +48,8 @@ WITH rows AS (
         status = 'PENDING', args = excluded.args, kwargs = excluded.kwargs,
         options = excluded.options, run_at = excluded.run_at, expires_at = excluded.expires_at,
         ignore_result = excluded.ignore_result, retries = excluded.retries, recoveries = 0,
-        revoke = NULL, result = NULL, traceback = NULL, worker = NULL, started_at = NULL,
+        orphaned = 0, attempt_started = false, revoke = NULL, result = NULL, traceback = NULL,
+        worker = NULL, started_at = NULL,
         finished_at = NULL, created_at = now()
     WHERE j.status IN ('SUCCESS', 'FAILURE', 'REVOKED')
     RETURNING queue
@@ -70,7 +71,16 @@ SET status = 'RESERVED', lease_token = %(token)s, worker = %(worker)s, started_a
 FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.task_id, j.name, j.queue, j.priority, j.args, j.kwargs, j.options, j.retries,
           j.ignore_result, j.revoke, coalesce(j.expires_at <= now(), false) AS expired,
-          extract(epoch FROM j.run_at)::float8 AS run_at
+          j.orphaned > 0 AS strict, extract(epoch FROM j.run_at)::float8 AS run_at
+"""
+
+# A job held by a worker that died may have been running: before it runs again, its start
+# is made durable, so that dying on it again counts as a recovery (see REAP).
+MARK_STARTED = """
+UPDATE start_all.jobs AS j SET attempt_started = true, started_at = now()
+FROM unnest(%s::bigint[], %s::uuid[]) AS o(id, token)
+WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RESERVED'
+RETURNING j.id
 """
 
 NEXT_DUE = """
@@ -91,7 +101,7 @@ WITH outcome AS (
 ), done AS (
     UPDATE start_all.jobs AS j
     SET status = o.status, result = o.result, traceback = o.traceback,
-        lease_token = NULL, lease_until = NULL,
+        lease_token = NULL, lease_until = NULL, attempt_started = false,
         finished_at = CASE WHEN o.status = 'RETRY' THEN NULL ELSE now() END,
         run_at = CASE WHEN o.status = 'RETRY'
                       THEN now() + make_interval(secs => o.countdown) ELSE j.run_at END,
@@ -111,7 +121,8 @@ SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM done), (SELECT count(
 RELEASE = """
 UPDATE start_all.jobs AS j
 SET status = CASE WHEN j.retries > 0 THEN 'RETRY' ELSE 'PENDING' END,
-    lease_token = NULL, lease_until = NULL, worker = NULL, started_at = NULL
+    lease_token = NULL, lease_until = NULL, worker = NULL, started_at = NULL,
+    attempt_started = false
 FROM unnest(%s::bigint[], %s::uuid[]) AS o(id, token)
 WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RESERVED'
 RETURNING j.id
@@ -121,7 +132,8 @@ RETURNING j.id
 RELEASE_TOKEN = """
 UPDATE start_all.jobs
 SET status = CASE WHEN retries > 0 THEN 'RETRY' ELSE 'PENDING' END,
-    lease_token = NULL, lease_until = NULL, worker = NULL, started_at = NULL
+    lease_token = NULL, lease_until = NULL, worker = NULL, started_at = NULL,
+    attempt_started = false
 WHERE lease_token = %s AND status = 'RESERVED'
 RETURNING id
 """
@@ -133,7 +145,9 @@ WHERE status = 'RESERVED' AND lease_token = ANY(%s::uuid[])
 RETURNING id, task_id, revoke
 """
 
-# Expired leases: the holder died or froze. Requeue, or fail after too many recoveries.
+# Expired leases: the holder died or froze. A job whose execution durably started counts a
+# recovery (past native_max_recoveries it fails as a poison pill); one only fetched, or run
+# without a start mark, goes back uncounted as `orphaned` (it then runs with a start mark).
 REAP = """
 WITH expired AS (
     SELECT id FROM start_all.jobs
@@ -141,18 +155,21 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE start_all.jobs AS j
-SET recoveries = j.recoveries + 1,
+SET recoveries = j.recoveries + j.attempt_started::int,
+    orphaned = j.orphaned + (NOT j.attempt_started)::int,
     status = CASE WHEN j.revoke IS NOT NULL THEN 'REVOKED'
-                  WHEN j.recoveries + 1 > %(max)s THEN 'FAILURE'
+                  WHEN j.attempt_started AND j.recoveries + 1 > %(max)s THEN 'FAILURE'
                   WHEN j.retries > 0 THEN 'RETRY' ELSE 'PENDING' END,
-    result = CASE WHEN j.revoke IS NULL AND j.recoveries + 1 > %(max)s THEN jsonb_build_object(
+    result = CASE WHEN j.revoke IS NULL AND j.attempt_started AND j.recoveries + 1 > %(max)s
+        THEN jsonb_build_object(
         'exc_type', 'WorkerLostError', 'exc_module', 'supervisor.native.exceptions',
         'exc_message', jsonb_build_array(format(
-            'lease expired %%s times (worker %%s): given up as a poison pill',
+            'worker lost %%s times while running it (last %%s): given up as a poison pill',
             j.recoveries + 1, j.worker))) ELSE j.result END,
-    finished_at = CASE WHEN j.revoke IS NOT NULL OR j.recoveries + 1 > %(max)s
+    finished_at = CASE WHEN j.revoke IS NOT NULL
+                            OR (j.attempt_started AND j.recoveries + 1 > %(max)s)
                        THEN now() END,
-    lease_token = NULL, lease_until = NULL, worker = NULL
+    attempt_started = false, lease_token = NULL, lease_until = NULL, worker = NULL
 FROM expired WHERE j.id = expired.id
 RETURNING j.id, j.task_id, j.status
 """
@@ -495,6 +512,9 @@ class PgWorkerDb:
 
     def release(self, ids: list[int], tokens: list) -> int:
         return len(self.conn.execute(RELEASE, (ids, tokens)).fetchall())
+
+    def mark_started(self, ids: list[int], tokens: list) -> set[int]:
+        return {row[0] for row in self.conn.execute(MARK_STARTED, (ids, tokens)).fetchall()}
 
     def release_token(self, token: Any) -> int:
         return len(self.conn.execute(RELEASE_TOKEN, (token,)).fetchall())

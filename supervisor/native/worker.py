@@ -48,7 +48,6 @@ log = logging.getLogger("supervisor.native")
 _STOP = object()
 WAKE_GAP = 5.0  # a wait this much longer than asked for: the process was frozen (see _woke)
 PREFETCH_BUDGET = 0.2  # seconds of queued work a thread may hold (adaptive prefetch)
-FLUSH_DELAY = 0.02  # longest a finished result waits to be written while threads are busy
 RETRY_FIRST = 0.05  # first reconnect delay after a failed attempt (seconds), doubling ...
 RETRY_CAP = 0.5  # ... up to this: processing resumes within about this of the database's return
 OUTAGE_LOG_EVERY = 30.0  # seconds between "still unreachable" lines
@@ -91,10 +90,8 @@ class Worker:
         self.fixed_prefetch = conf.worker_prefetch_multiplier
         self.avg_runtime = 0.05  # seconds per task, a moving average; starts at prefetch 4
         self.capacity = 0
-        self.flush_batch = 1
         self.adapt()
         self.last_claimed = 0
-        self.done_since = 0.0  # when the oldest unwritten outcome was first seen
         self.url = app.database_url
         if poll_only is None:
             poll_only = conf.native_poll_only
@@ -116,6 +113,8 @@ class Worker:
         self.cron = Cron(parse(conf.beat_schedule) if use_beat else [], conf.timezone)
 
         self.held: dict[int, Held] = {}
+        self.to_mark: list[Held] = []  # held, to run one by one with a durable start mark
+        self.sleeping = False  # the loop waits in select(): an executor must wake it
         self.by_task_id: dict[str, Held] = {}
         self.ready: queue.PriorityQueue = queue.PriorityQueue()
         self.seq = itertools.count()
@@ -158,7 +157,6 @@ class Worker:
         else:
             multiplier = max(1, min(64, int(PREFETCH_BUDGET / max(self.avg_runtime, 1e-6))))
         self.capacity = self.concurrency * multiplier
-        self.flush_batch = max(1, self.capacity // 2)
 
     # --- signals ----------------------------------------------------------------------------
     def _on_stop(self, signum: int, frame: Any) -> None:
@@ -205,9 +203,9 @@ class Worker:
                 abandoned = job.abandoned
             if not abandoned:
                 self.done.append(outcome)
-            # wake the loop only when it has something to do: refill before the threads
-            # starve, or write a full batch; otherwise it flushes on its own short timer
-            if self.ready.qsize() < self.concurrency or len(self.done) >= self.flush_batch:
+            # an outcome is written as soon as the loop is free (group commit: what finishes
+            # during one round trip goes in the next), so a kill finds few results unwritten
+            if self.sleeping:
                 self._wake()
             if abandoned:
                 return  # a replacement thread took this one's place at the hard time limit
@@ -266,9 +264,34 @@ class Worker:
             self.by_task_id[job.task_id] = job
             if dispatch.task_received.receivers:
                 dispatch.task_received.send(sender=self, request=request_of(job, self.hostname))
+            if job.strict:
+                self.to_mark.append(job)  # see _start_strict
+                continue
             # higher priority first, then the order the queue had them in
             self.ready.put((-job.priority, row[-1], next(self.seq), job))
         return len(rows)
+
+    def _start_strict(self) -> None:
+        """Jobs held by a worker that died may have been running when it died: each runs
+        only once its start is durable (MARK_STARTED), and only as many as there are idle
+        threads, so that dying on one of them again counts as a recovery while jobs merely
+        fetched never do (see store.REAP)."""
+        with self.lock:
+            idle = self.concurrency - len(self.running) - self.ready.qsize()
+        if idle <= 0:
+            return
+        batch, self.to_mark = self.to_mark[:idle], self.to_mark[idle:]
+        try:
+            marked = self.db.mark_started([j.id for j in batch], [j.token for j in batch])
+        except Exception:
+            self.to_mark[:0] = batch
+            raise
+        for job in batch:
+            if job.id in marked:
+                self.ready.put((-job.priority, 0.0, next(self.seq), job))
+            else:  # no longer ours (lease lost while held): not ours to run
+                self.held.pop(job.id, None)
+                self.by_task_id.pop(job.task_id, None)
 
     def _finish_flows(self, flows: list[Outcome]) -> int:
         """The completion hook of chains, chords and links: canvas.after_finish() runs in
@@ -294,7 +317,6 @@ class Worker:
     def _flush(self) -> None:
         if self.done:
             self._exchange(True, 0)
-        self.done_since = 0.0
 
     def _release(self, jobs: list[Held]) -> None:
         if not jobs:
@@ -437,6 +459,8 @@ class Worker:
                 break
             if item[-1] is not _STOP:
                 self.unstarted.append(item[-1])
+        self.unstarted.extend(self.to_mark)
+        self.to_mark = []
         for _ in self.threads:
             self.ready.put((float("inf"), 0.0, next(self.seq), _STOP))
         # self.unstarted is handed back by the loop (once the database is there)
@@ -487,8 +511,6 @@ class Worker:
                 if self.stop_requests > 1 or self.abort:
                     return self._abort("second stop signal" if not self.abort else "SIGQUIT")
                 now = time.monotonic()
-                if self.done and not self.done_since:
-                    self.done_since = now
                 if stop_deadline is not None:
                     with self.lock:
                         busy = bool(self.running) or bool(self.unstarted)
@@ -529,16 +551,15 @@ class Worker:
                     maybe_more = True
                     next_poll = now + (poll if self.db.fileno() is not None or self.poll_only
                                        else min(poll, RETRY_CAP))
+                if self.to_mark and self.online and stop_deadline is None:
+                    self._start_strict()
                 # a claim frees nothing until the finishes are written, so do both together
                 ready_n = self.ready.qsize()
                 free = self.capacity - len(self.held) + len(self.done)
                 want_claim = (self.online and stop_deadline is None and maybe_more and free > 0
-                              and ready_n < self.concurrency)
-                if self.online and self.done and (
-                        want_claim or ready_n == 0 or len(self.done) >= self.flush_batch
-                        or now - self.done_since >= FLUSH_DELAY):
+                              and ready_n < self.concurrency and not self.to_mark)
+                if self.online and self.done:
                     self._exchange(True, free if want_claim else 0)
-                    self.done_since = 0.0
                 elif want_claim:
                     self._exchange(False, free)
                 # a wake-up for another reason (a task finished) keeps the known due time
@@ -562,19 +583,17 @@ class Worker:
                     timeout = min(timeout, max(0.0, self.next_listen - now))
                 if stop_deadline is not None:
                     timeout = min(timeout, max(0.0, stop_deadline - now), 0.5)
-                if not self.done:
-                    self.done_since = 0.0
-                elif not self.online:
-                    pass  # kept until the database is back; nothing to flush meanwhile
-                elif self.done_since:
-                    timeout = min(timeout, max(0.0, self.done_since + FLUSH_DELAY - now))
-                else:
-                    timeout = 0  # outcomes arrived meanwhile: look at them now
+                if self.to_mark and self.online:
+                    timeout = min(timeout, 0.05)  # threads free up without waking the loop
                 if self.stop_requests and stop_deadline is None:
                     timeout = 0
+                self.sleeping = True
+                if self.done and self.online:
+                    timeout = 0  # outcomes arrived meanwhile: write them now
                 waited_m, waited_w = time.monotonic(), time.time()
                 self.busy_since = 0.0
                 readable, _, _ = select.select(self._fds(), [], [], timeout)
+                self.sleeping = False
                 self.busy_since = time.monotonic()
                 frozen = max(time.monotonic() - waited_m, time.time() - waited_w) - timeout
                 if frozen > WAKE_GAP:
