@@ -343,6 +343,15 @@ class Worker:
         ))
         self.db.publish_state(self.id, control.worker_state(self))
 
+    def _register(self) -> None:
+        """The worker's row and its first published state (inspect() reads them)."""
+        try:
+            self.db.heartbeat((self.id, self.hostname, os.getpid(), self.queues,
+                               self.concurrency, 0, self.processed))
+            self.db.publish_state(self.id, control.worker_state(self))
+        except self.db.Error as error:
+            log.warning("native: could not register the worker yet (%s)", error)
+
     def _fire_cron(self) -> None:
         for entry, slot in self.cron.due():
             task = self.app.tasks.get(entry.task)
@@ -634,6 +643,7 @@ class Worker:
             self._return_in_doubt()
         if not self.announced:
             self.announced = True
+            self._register()  # inspect().ping() finds it from the moment it says ready
             log.info("native: worker %s ready: %d %s, queues %s, %s", self.id,
                      self.concurrency, "processes" if self.pool.kind == "prefork" else "threads",
                      ",".join(self.queues), "poll-only" if self.poll_only else "LISTEN/NOTIFY")

@@ -232,3 +232,9 @@ def test_in_process_test_worker_lets_the_test_hear_worker_signals(ptasks):
         task_prerun.disconnect(prerun)
     assert heard == [("received", "pooltasks.add", r.id), ("prerun", "pooltasks.add", r.id,
                                                             [20, 22])]
+
+
+def test_ping_answers_as_soon_as_the_worker_is_ready(ptasks, start_worker):
+    worker = start_worker("-n", "fresh@box", app="pooltasks:app")  # returns at "ready:"
+    assert ptasks.app.control.inspect(timeout=5).ping() == {"fresh@box": {"ok": "pong"}}
+    assert worker.proc.poll() is None
