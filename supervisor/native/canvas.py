@@ -298,8 +298,11 @@ class chain(Signature):  # noqa: N801 - Celery's name
         result = None
         for step in self.tasks:
             result = step._freeze_all()
-            if parent is not None and getattr(result, "parent", None) is None:
-                result.parent = parent
+            if parent is not None:  # the earliest result inside this step follows the last
+                first = result
+                while getattr(first, "parent", None) is not None:
+                    first = first.parent
+                first.parent = parent
             parent = result
         return result
 
@@ -378,6 +381,12 @@ class group(Signature):  # noqa: N801 - Celery's name
     def _freeze_all(self) -> GroupResult:
         self.options.setdefault("task_id", str(uuid.uuid4()))
         return GroupResult(self.id, [t._freeze_all() for t in self.tasks], app=self.app)
+
+    def tail(self) -> Signature:
+        """Counted as one result (in a chord), a group's list is gathered by a collect job
+        whose id follows from the group's."""
+        self.options.setdefault("task_id", str(uuid.uuid4()))
+        return collect_signature(self.app, self.id)
 
     def freeze(self, _id: str | None = None, **options: Any) -> GroupResult:
         if _id is not None:
@@ -581,8 +590,7 @@ class Plan:
             if after:  # group followed by more steps: a chord, as Celery upgrades it
                 self.add(chord(sig, after[0]), args, after[1:], chord_id, parent_id, root_id)
             elif chord_id is not None:  # a group counted as one result: collect it first
-                self.add(chord(sig, collect_signature(sig.app)), args, None, chord_id,
-                         parent_id, root_id)
+                self.add(chord(sig, sig.tail()), args, None, chord_id, parent_id, root_id)
             else:
                 for member in sig.tasks:
                     member.options.setdefault("group_id", sig.id)
@@ -598,7 +606,7 @@ class Plan:
                parent_id: str | None, root_id: str | None) -> None:
         members = []
         for member in sig.header.tasks:  # a group inside the header counts as one result
-            members.append(chord(member, collect_signature(sig.app)) if isinstance(member, group)
+            members.append(chord(member, member.tail()) if isinstance(member, group)
                            else member)
         sig.header.kwargs["tasks"] = members
         body = sig.body
@@ -661,9 +669,13 @@ def _upgrade_groups(steps: list[Signature]) -> list[Signature]:
     return out
 
 
-def collect_signature(app: Any) -> Signature:
-    """The built-in task that returns the list it gets: a nested group's results, as one."""
-    return Signature("celery.accumulate", app=app)
+def collect_signature(app: Any, group_id: str | None = None) -> Signature:
+    """The built-in task that returns the list it gets: a nested group's results, as one.
+    For a group, its id is derived from the group's, so it is known before it exists."""
+    sig = Signature("celery.accumulate", app=app)
+    if group_id:
+        sig.options["task_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"collect:{group_id}"))
+    return sig
 
 
 def send(sig: Signature) -> Any:
@@ -673,6 +685,8 @@ def send(sig: Signature) -> Any:
         return sig.apply()
     if type(sig) is Signature:  # a single task: the plain path
         return sig.type.apply_async(sig.args, sig.kwargs, **_plain_options(sig))
+    if type(sig) is group and _plain_members(sig):  # the batched enqueue: one INSERT
+        return _send_plain_group(sig)
     sig = sig.clone()
     result = sig._freeze_all()
     plan = Plan(app)
@@ -683,6 +697,32 @@ def send(sig: Signature) -> Any:
 
 def _plain_options(sig: Signature) -> dict:
     return dict(sig.options)
+
+
+def _plain_members(sig: group) -> bool:
+    """A group of single tasks with no callbacks anywhere: no workflow to plan."""
+    if any(sig.options.get(key) for key in FLOW_KEYS):
+        return False
+    for t in sig.tasks:
+        if type(t) is not Signature or (t.options and is_flow(t.options)):
+            return False
+    return True
+
+
+def _send_plain_group(sig: group) -> GroupResult:
+    group_id = sig.id or str(uuid.uuid4())
+    app = sig.app
+    jobs, results = [], []
+    for member in sig.tasks:
+        options = dict(member.options)
+        task_id = options.pop("task_id", None) or str(uuid.uuid4())
+        # no per-row options here (not even group_id): this is the batched-enqueue fast path
+        job = member.type.build_job(member.args, member.kwargs, task_id=task_id, **options)
+        jobs.append(job)
+        results.append(AsyncResult(task_id, app=app, task_name=member.name))
+    if jobs:
+        app.backend.enqueue(jobs)
+    return GroupResult(group_id, results, app=app)
 
 
 # --- the completion hook ----------------------------------------------------------------------

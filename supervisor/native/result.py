@@ -24,6 +24,15 @@ def get_task_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
+def _parents_of(result: Any) -> list:
+    """The results `result` waits on (a chain's earlier steps), earliest first."""
+    nodes, node = [], getattr(result, "parent", None)
+    while node is not None:
+        nodes.append(node)
+        node = getattr(node, "parent", None)
+    return nodes[::-1]
+
+
 class _ResultBase:
     id: str
 
@@ -167,12 +176,7 @@ class AsyncResult(_ResultBase):
         return value
 
     def _parents(self) -> list:
-        """The results this one waits on (a chain's earlier steps), earliest first."""
-        nodes, node = [], self.parent
-        while node is not None:
-            nodes.append(node)
-            node = getattr(node, "parent", None)
-        return nodes[::-1]
+        return _parents_of(self)
 
     def maybe_throw(self, propagate: bool = True, callback: Any = None) -> None:
         """Raise this task's exception if it failed (or was revoked)."""
@@ -259,6 +263,17 @@ class ResultSet:
             interval: float = 0.5, callback: Any = None, **kw: Any) -> list:
         """Every result, in order; waits for all of them (at most `timeout` in total)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        parents = _parents_of(self) if propagate else []
+        pause = 0.005
+        while parents:  # an earlier step's failure is raised first
+            for node in parents:
+                node.maybe_throw()
+            if self.ready():
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("The operation timed out.")
+            time.sleep(min(pause, interval))
+            pause *= 1.5
         values = []
         for r in self.results:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -65,9 +65,12 @@ def _object_hook(obj: dict) -> Any:
     return obj
 
 
+_ENCODER = json.JSONEncoder(default=encode_extra)  # built once: json.dumps(default=) rebuilds
+
+
 def dumps(value: Any) -> str:
     """json.dumps with Celery's extra types."""
-    return json.dumps(value, default=encode_extra)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:

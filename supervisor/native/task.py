@@ -246,8 +246,9 @@ class Task:
             options.update(callbacks_option(self.app, link, link_error))
         hard = time_limit if time_limit is not None else self.time_limit
         soft = soft_time_limit if soft_time_limit is not None else self.soft_time_limit
-        _check_options(self.name, {k: v for k, v in unknown.items()
-                                   if k not in MESSAGE_PROPERTIES})
+        if unknown:
+            _check_options(self.name, {k: v for k, v in unknown.items()
+                                       if k not in MESSAGE_PROPERTIES})
         if hard is not None and soft is not None and float(soft) > float(hard):
             raise ValueError(f"{self.name}: soft_time_limit must be less than or equal to "
                              f"time_limit (got {soft} > {hard})")
@@ -257,7 +258,7 @@ class Task:
             options["soft_time_limit"] = float(soft_time_limit)
         if headers:
             options["headers"] = dict(headers)
-        properties = {k: unknown.pop(k) for k in MESSAGE_PROPERTIES if k in unknown}
+        properties = unknown and {k: unknown.pop(k) for k in MESSAGE_PROPERTIES if k in unknown}
         if properties:  # AMQP message properties: kept, and read back as request.properties
             options["properties"] = properties
         if priority is None:
