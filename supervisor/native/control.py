@@ -217,6 +217,29 @@ class Control:
         return [{name: reply} for name, reply in replies.items()]
 
 
+def _unsupported(name: str, why: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"app.control.{name}(): {why}")
+    method.__name__ = name
+    return method
+
+
+_NO_BROADCAST = "the native worker has no broadcast remote control (only revoke, purge, inspect)"
+for _name, _why in {
+    "rate_limit": "set rate_limit on the task; it holds across all workers (native/ratelimit.py)",
+    "time_limit": "set time_limit/soft_time_limit on the task or in apply_async",
+    "pool_grow": "restart the worker with another --concurrency",
+    "pool_shrink": "restart the worker with another --concurrency",
+    "autoscale": "restart the worker with another --concurrency",
+    "broadcast": _NO_BROADCAST, "shutdown": _NO_BROADCAST, "pool_restart": _NO_BROADCAST,
+    "add_consumer": "start a worker with -Q", "cancel_consumer": "start a worker with -Q",
+    "enable_events": "there is no event stream; read the jobs table or use signals",
+    "disable_events": "there is no event stream; read the jobs table or use signals",
+    "revoke_by_stamped_headers": "stamping is not supported",
+}.items():
+    setattr(Control, _name, _unsupported(_name, _why))
+
+
 def purge(app: Any, queues: list[str] | None = None) -> int:
     """Delete every waiting (PENDING/RETRY) job, or those of `queues`; returns how many."""
     store = app.backend

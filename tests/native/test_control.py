@@ -238,3 +238,15 @@ def test_ping_answers_as_soon_as_the_worker_is_ready(ptasks, start_worker):
     worker = start_worker("-n", "fresh@box", app="pooltasks:app")  # returns at "ready:"
     assert ptasks.app.control.inspect(timeout=5).ping() == {"fresh@box": {"ok": "pong"}}
     assert worker.proc.poll() is None
+
+
+def test_remote_control_beyond_revoke_purge_inspect_says_so():
+    from supervisor.native import Celery
+
+    app = Celery("rc", broker="postgresql://unused/db", set_as_current=False)
+    with pytest.raises(NotImplementedError, match=r"rate_limit\(\): set rate_limit on the task"):
+        app.control.rate_limit("proj.add", "10/s")
+    with pytest.raises(NotImplementedError, match="broadcast"):
+        app.control.broadcast("shutdown")
+    with pytest.raises(NotImplementedError, match="revocations live in the jobs table"):
+        app.control.inspect().revoked()
