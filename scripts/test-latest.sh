@@ -29,12 +29,16 @@ fi
 podman run --rm "$tag" sh -c 'python -V; grep -iE "^(django|django-q2|gunicorn|celery|psycopg|django-tasks-db)==" /opt/versions.txt' \
   | sed 's/^/test-latest.sh: /' >&2
 args=("$@")
-((${#args[@]})) || args=(tests/core tests/native tests/kit)
-# --privileged: the tests run start-all as PID 1 of a fresh PID namespace (unshare); the
-# source is copied to /tmp/src so nothing the container writes lands in the checkout
+# no test path among the arguments (only options such as -x): the core, native and kit tests
+[[ " $* " == *" tests"* ]] || args+=(tests/core tests/native tests/kit)
+# --privileged: the tests run start-all as PID 1 of a fresh PID namespace (unshare). The
+# source is copied to /tmp/src, so nothing the container writes lands in the checkout, and
+# committed there as one snapshot (a test installs start-all from a git URL of it).
 exec podman run --rm --network host --privileged \
   -e CI -e DATABASE_URL -e REDIS_URL -v "$PWD:/checkout:ro" "$tag" \
   sh -c 'mkdir /tmp/src && tar -C /checkout --exclude=./.venv --exclude=./.git -cf - . \
          | tar -C /tmp/src -xf - && cd /tmp/src \
+         && git init -q && git add -A \
+         && git -c user.name=test -c user.email=test@localhost commit -qm snapshot \
          && pip install -q --no-deps --no-build-isolation . >/dev/null \
          && exec python -m pytest -p no:cacheprovider "$@"' test-latest "${args[@]}"
