@@ -10,6 +10,7 @@ copy-on-write pages counted once, as the memory cgroup counts them) and of each 
 CPU: `-A pooltasks:app -c 2` runs 4 tasks of pure-Python work, each sized to take about 1 s
 alone on this machine; the wall time until all are done shows whether they ran in parallel
 (2 free cores: about 2 s) or took turns under the GIL (about 4 s).
+Drain: --drain no-op tasks queued first, then a `-c 2` worker of each pool drains them.
 Needs PostgreSQL at $DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres) and
 root or the same user (PSS of the worker's processes).
 """
@@ -109,6 +110,31 @@ def memory_run(url: str, pool: str, concurrency: int, tasks: int, tmp: Path) -> 
             "child_pss": [c[1] for c in children], "child_rss": [c[0] for c in children]}
 
 
+def drain_run(url: str, pool: str, tmp: Path, n: int) -> float:
+    """Jobs per second draining n no-op tasks with -c 2 (a prefork job also crosses a pipe)."""
+    import psycopg
+
+    env = {**os.environ, "NATIVE_TEST_DB_URL": url, "PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}"}
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("TRUNCATE start_all.jobs")
+    from supervisor.native import Celery
+
+    producer = Celery("bench", broker=url, set_as_current=False)
+    producer.send_task("pooltasks.add", args=[0, 0])  # schema and connection warm
+    conn.execute("TRUNCATE start_all.jobs")
+    for _ in range(n):
+        producer.send_task("pooltasks.add", args=[1, 1])
+    worker = Worker([sys.executable, "-m", "supervisor.native", "worker", "-A", "pooltasks:app",
+                     "-P", pool, "-c", "2"], APPS, env, tmp / f"drain-{pool}.log")
+    started = time.monotonic()
+    wait(lambda: drained(conn, n), 300, "the drain")
+    elapsed = time.monotonic() - started
+    worker.stop()
+    conn.close()
+    producer.close()
+    return n / elapsed
+
+
 def one_second_of_work() -> int:
     sys.path.insert(0, str(APPS))
     os.environ.setdefault("NATIVE_TEST_DB_URL", "postgresql://unused/db")
@@ -150,6 +176,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", default="1,2,4")
     parser.add_argument("--tasks", type=int, default=40)
+    parser.add_argument("--drain", type=int, default=2000, help="no-op jobs for the drain")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     name = f"bench_pool_{uuid.uuid4().hex[:8]}"
@@ -187,6 +214,12 @@ def main() -> int:
             print("|---|---|")
             for pool in ("threads", "prefork"):
                 print(f"| {pool} | {cpu_run(url, pool, tmp, n):.2f} |", flush=True)
+            print(f"\nDrain: {args.drain} no-op tasks, -c 2 (jobs/s, from the worker's start)\n")
+            print("| pool | jobs/s |")
+            print("|---|---|")
+            for pool in ("threads", "prefork"):
+                rate = drain_run(url, pool, tmp, args.drain)
+                print(f"| {pool} | {rate:,.0f} |", flush=True)
     finally:
         with admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
