@@ -85,6 +85,19 @@ def _finish_returning_ids(finish: str) -> str:
                    "(SELECT count(*) FROM wake)")
 
 
+# Retention for workflow rows, with the failures' (longer) expiry: a fired chord's counter and
+# a saved GroupResult are no use once their tasks' rows are gone.
+PRUNE_FLOWS = """
+WITH chords AS (
+    DELETE FROM start_all.chords
+    WHERE fired_at < now() - make_interval(secs => %(bad)s) RETURNING 1
+), groups AS (
+    DELETE FROM start_all.groups
+    WHERE created_at < now() - make_interval(secs => %(bad)s) RETURNING 1
+)
+SELECT (SELECT count(*) FROM chords), (SELECT count(*) FROM groups)
+"""
+
 _finish_ids: dict[str, str] = {}
 
 

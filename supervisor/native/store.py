@@ -545,7 +545,10 @@ class PgWorkerDb:
         return bool(won)
 
     def prune(self, ok: float, bad: float) -> tuple[int, int]:
+        from supervisor.native.canvas_store import PRUNE_FLOWS
+
         row = self.conn.execute(PRUNE, {"ok": ok, "bad": bad}).fetchone()
+        self.conn.execute(PRUNE_FLOWS, {"bad": bad})  # fired chords, saved group results
         return row[0], row[1]
 
     def revoke_mode(self, task_id: str) -> str | None:

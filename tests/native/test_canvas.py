@@ -79,6 +79,18 @@ def test_chord_body_gets_header_results_and_failures_reach_errbacks(flow, start_
     wait_for(lambda: lines(marks), 20, "the chord body's errback")
     assert lines(marks) == [f"errback {failing.id}"]
 
+    # retention: a chord fired longer ago than the failures' expiry is pruned with them
+    db.execute("UPDATE start_all.chords SET fired_at = now() - interval '8 days' WHERE id = %s",
+               (res.parent.id,))
+    start_flow_worker(start_worker)  # a worker prunes when it starts
+
+    def pruned():
+        return db.execute("SELECT count(*) FROM start_all.chords WHERE id = %s",
+                          (res.parent.id,)).fetchone() == (0,)
+
+    wait_for(pruned, 20, "the old chord row pruned")
+    assert db.execute("SELECT count(*) FROM start_all.chords").fetchone() == (1,)
+
 
 def test_link_and_link_error_really_queue_the_linked_jobs(flow, start_worker, tmp_path, db):
     t = flow
