@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from supervisor.native.current import current_app
-from supervisor.native.exceptions import Ignore
+from supervisor.native.exceptions import ChordError, Ignore, ImproperlyConfigured
 from supervisor.native.job import Job
 from supervisor.native.result import AsyncResult, GroupResult, ResultSet
 from supervisor.native.serial import exception_from_dict, exception_to_dict, loads
@@ -836,8 +836,6 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
             tx.insert_jobs(plan.jobs)
             continue
         # a header task failed: the body fails with ChordError, and its errbacks run
-        from supervisor.native.exceptions import ChordError
-
         cause = failed.get("exc")
         reason = exception_from_dict(cause) if isinstance(cause, dict) else cause
         error = ChordError(f"Dependency {failed['task_id']} raised {reason!r}")
@@ -938,8 +936,6 @@ def replacement(task: Any, sig: Any) -> Replaced:
     """The exception Task.replace() raises, carrying the replacement to plan."""
     sig = maybe_signature(sig, task.app)
     if isinstance(sig, chain) and not sig.tasks:
-        from supervisor.native.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured("Cannot replace with an empty chain")
     if isinstance(sig, group):  # Celery: a replacing group is collected into one result
         sig = chord(sig, collect_signature(task.app))

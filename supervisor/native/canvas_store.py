@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from supervisor.native.job import Job
+from supervisor.native.serial import dumps
 
 # Like store.ENQUEUE, but a row that exists already is left alone: follow-up ids are fixed
 # in advance, so a task that ran twice still starts its follow-ups once.
@@ -142,14 +143,10 @@ class FlowTx:
                 self.conn.execute(HEADER_RESULTS, (json.dumps(task_ids),)).fetchall()]
 
     def insert_failed(self, failed: list[tuple[str, str]], error: Any) -> None:
-        from supervisor.native.serial import dumps
-
         self.conn.execute(INSERT_FAILED, (dumps(error), [t for t, _ in failed],
                                           [n for _, n in failed]))
 
     def mirror(self, task_id: str, status: str, result: Any, traceback: str | None) -> None:
-        from supervisor.native.serial import dumps
-
         self.conn.execute(MIRROR, (status, dumps(result), traceback, task_id))
 
 

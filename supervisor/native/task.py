@@ -11,7 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from supervisor.native import states
-from supervisor.native.canvas import Signature, chunks, group, xmap, xstarmap
+from supervisor.native.canvas import (
+    Signature,
+    callbacks_option,
+    chunks,
+    group,
+    replacement,
+    xmap,
+    xstarmap,
+)
 from supervisor.native.exceptions import (
     EncodeError,
     Ignore,
@@ -221,8 +229,6 @@ class Task:
     def replace(self, sig: Any) -> None:
         """Replace this running task by `sig`: it takes over this task's place in its
         workflow, and this task's result becomes sig's result."""
-        from supervisor.native.canvas import replacement
-
         raise replacement(self, sig)
 
     def build_job(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
@@ -241,8 +247,6 @@ class Task:
         expires = self.expires if expires is None else expires
         options: dict[str, Any] = dict(flow or {})
         if link or link_error:  # apply_async(link=...): plain calls with callbacks
-            from supervisor.native.canvas import callbacks_option
-
             options.update(callbacks_option(self.app, link, link_error))
         hard = time_limit if time_limit is not None else self.time_limit
         soft = soft_time_limit if soft_time_limit is not None else self.soft_time_limit
