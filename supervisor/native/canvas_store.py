@@ -1,6 +1,6 @@
 """The PostgreSQL statements of canvas: workflow rows written in one transaction.
 
-`FlowTx` is what canvas.after_finish() writes through: the worker opens it in the transaction
+`FlowTx` is what flow.after_finish() writes through: the worker opens it in the transaction
 of a finish (so follow-ups and chord counters commit with the finish, or not at all), the
 producer opens it to send a whole workflow at once.
 """

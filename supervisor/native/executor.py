@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supervisor.native import dispatch
-from supervisor.native.canvas import Replaced, run_errbacks_in_worker
 from supervisor.native.exceptions import Ignore, NotRegistered, Reject, Retry, TaskRevokedError
+from supervisor.native.flow import Replaced, run_errbacks_in_worker
 from supervisor.native.serial import dumps, dumps_result, exception_to_dict
 
 log = logging.getLogger("supervisor.native")

@@ -11,21 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from supervisor.native import states
-from supervisor.native.canvas import (
-    Signature,
-    callbacks_option,
-    chunks,
-    group,
-    replacement,
-    xmap,
-    xstarmap,
-)
+from supervisor.native.canvas import Signature, callbacks_option, chunks, group, xmap, xstarmap
 from supervisor.native.exceptions import (
     EncodeError,
     Ignore,
     MaxRetriesExceededError,
     Retry,
 )
+from supervisor.native.flow import replacement
 from supervisor.native.job import Job
 from supervisor.native.result import AsyncResult, EagerResult
 from supervisor.native.serial import dumps, dumps_call

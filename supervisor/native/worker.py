@@ -25,7 +25,7 @@ from collections import Counter, deque
 from datetime import timedelta
 from typing import Any
 
-from supervisor.native import canvas, control, dispatch, ratelimit
+from supervisor.native import control, dispatch, flow, ratelimit
 from supervisor.native import store as sql
 from supervisor.native.backends import backend_for
 from supervisor.native.cron import Cron, parse
@@ -230,8 +230,8 @@ class Worker:
         try:
             # workflow jobs finish with their follow-ups in their own transaction first;
             # plain jobs take the usual one-round-trip path (nothing added for them)
-            flows = [o for o in batch if canvas.needs_hook(o.job.options, o.status)]
-            plain = [o for o in batch if not canvas.needs_hook(o.job.options, o.status)
+            flows = [o for o in batch if flow.needs_hook(o.job.options, o.status)]
+            plain = [o for o in batch if not flow.needs_hook(o.job.options, o.status)
                      ] if flows else batch
             flow_written = self._finish_flows(flows) if flows else 0
             written, rows = self.db.exchange(
@@ -294,12 +294,12 @@ class Worker:
                 self.by_task_id.pop(job.task_id, None)
 
     def _finish_flows(self, flows: list[Outcome]) -> int:
-        """The completion hook of chains, chords and links: canvas.after_finish() runs in
+        """The completion hook of chains, chords and links: flow.after_finish() runs in
         the transaction that records these finishes, so both commit or neither does."""
 
         def hook(tx: Any, written: set) -> None:
-            canvas.after_finish(self.app, tx,
-                                [canvas.Finished.of(o) for o in flows if o.job.id in written])
+            flow.after_finish(self.app, tx,
+                                [flow.Finished.of(o) for o in flows if o.job.id in written])
 
         return self.db.finish_flow(self._finish_params(flows), hook)
 
