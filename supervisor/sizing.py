@@ -354,6 +354,7 @@ def _with_sizing(spec, web, worker, result, web_set, worker_set, max_rss_mb) -> 
 
 STABLE = 0.05  # two measurements this close (share) in a row: the workers have loaded the app
 SYNC_TIMEOUT = 120.0  # not at the count asked by then (a slow boot is slower): its config wins
+RESYNC_AFTER = 10.0  # fewer workers than asked this long after a change: gunicorn reset
 GROW_MARGIN = 1.05  # another worker must fit with 5 % to spare (no flapping at the boundary)
 
 
@@ -445,6 +446,11 @@ class WebSizer:
         if not self.adapting:
             self.state = {**base, "state": "off: gunicorn's own configuration sets the count"}
             return
+        if 1 <= len(workers) < self.wanted and now - self.changed_at > RESYNC_AFTER:
+            # fewer than asked long after our last signal (gunicorn forks at once): it was
+            # reloaded (SIGHUP resets it to WEB_CONCURRENCY) or lost a worker; go on from there
+            self.wanted, self.changed_at = len(workers), now
+            base["wanted"] = self.wanted
         if len(workers) != self.wanted:
             if now - self.changed_at > SYNC_TIMEOUT:
                 self.adapting = False  # e.g. `workers = 4` in gunicorn.conf.py: theirs wins

@@ -65,6 +65,14 @@ def test_heavy_workers_grow_only_while_they_fit_512_mib(memory_cgroup, run_super
     code, _, body = request(hport, "/metrics")
     assert code == 200
     assert f'start_all_web_workers{{process="web.1"}} {state["workers"]}' in body.decode()
+    # a reload (SIGHUP, forwarded) resets gunicorn to WEB_CONCURRENCY=1: the sizing follows
+    sup.signal(signal.SIGHUP)
+    sup.wait_line("Handling signal: hup", 20)
+    wait_health(hport, lambda c, r: r["resources"]["sizing"]["workers"] == 1, 30,
+                "gunicorn back at 1 worker")
+    again = wait_health(hport, lambda c, r: (s := r["resources"]["sizing"])["state"].startswith(
+        "steady") and s["workers"] == state["wanted"], 60, "grown again")[1]
+    assert fits(again["resources"]["sizing"])
     sup.signal(signal.SIGTERM)
     assert sup.wait(30) == 0
 
