@@ -458,7 +458,7 @@ class WebSizer:
             else:
                 self.state = {**base, "state": f"waiting for {self.wanted} workers"}
             return
-        # the largest worker: one still importing the app does not lower it, an old one does
+        # the largest worker counts: one still importing its app does not lower the figure
         stable = per_worker and abs(per_worker - self.last_per_worker) <= STABLE * per_worker
         self.last_per_worker = per_worker
         if not stable:
