@@ -113,6 +113,14 @@ def test_prefork_child_recycled_after_max_tasks(ptasks, start_worker):
     assert worker.proc.poll() is None, "the worker itself keeps running"
 
 
+def test_prefork_child_recycled_above_max_memory(ptasks, start_worker):
+    worker = start_pool(start_worker, "-P", "prefork", "-c", "1",
+                        env={"POOL_TEST_MAX_MEMORY": "1000"})  # 1 MB: every child is above
+    pids = [ptasks.pid.delay().get(timeout=15) for _ in range(3)]
+    assert len(set(pids)) == 3, pids
+    assert worker.proc.poll() is None, "the worker itself keeps running"
+
+
 def test_prefork_sigquit_requeues_and_kills_children(ptasks, db, start_worker, tmp_path):
     worker = start_pool(start_worker, "-P", "prefork", "-c", "1")
     path = tmp_path / "q"

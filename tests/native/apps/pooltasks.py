@@ -13,6 +13,8 @@ app.conf.native_heartbeat_interval = 0.4
 app.conf.task_track_started = True
 if os.environ.get("POOL_TEST_PREFETCH"):
     app.conf.worker_prefetch_multiplier = int(os.environ["POOL_TEST_PREFETCH"])
+if os.environ.get("POOL_TEST_MAX_MEMORY"):
+    app.conf.worker_max_memory_per_child = int(os.environ["POOL_TEST_MAX_MEMORY"])  # KiB
 MAX_TASKS = os.environ.get("POOL_TEST_MAX_TASKS")
 if MAX_TASKS:
     app.conf.worker_max_tasks_per_child = int(MAX_TASKS)
