@@ -144,7 +144,7 @@ class Stack:
             "DATABASE_URL": db_url, "CHAOS_MARKS": str(self.marks.path),
             "PORT": str(self.port), "START_ALL_HEALTH_PORT": str(self.hport),
             "START_ALL_HEALTH_INTERVAL": "0.5", "START_ALL_SIZING": "off",
-            "START_ALL_HEARTBEAT_INTERVAL": "0.5",
+            "START_ALL_HEARTBEAT_INTERVAL": "1",  # stale after 3 s: load-proof
             **(env or {}),
         }
         argv = [PY, "-m", "supervisor", "--procfile", str(procfile)]

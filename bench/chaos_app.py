@@ -9,7 +9,7 @@ from supervisor.native import Celery
 
 app = Celery("chaos_app", broker=os.environ.get("CHAOS_DB_URL") or os.environ.get("DATABASE_URL"))
 app.conf.native_lease_seconds = float(os.environ.get("CHAOS_LEASE", "3"))
-app.conf.native_heartbeat_interval = float(os.environ.get("CHAOS_HEARTBEAT", "0.5"))
+app.conf.native_heartbeat_interval = float(os.environ.get("CHAOS_HEARTBEAT", "1"))
 app.conf.native_max_recoveries = int(os.environ.get("CHAOS_MAX_RECOVERIES", "3"))
 
 
