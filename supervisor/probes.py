@@ -43,6 +43,7 @@ HEARTBEAT_STALE_AFTER = 3  # heartbeat intervals
 PING_INTERVAL = 1.0  # seconds between database pings
 PING_TIMEOUT = 1.0  # connect + the server's one-byte answer
 DB_RETRY_FIRST = 1.0  # full check retry delay while failing, doubled up to db_interval
+WORKER_HINT_AFTER = 5.0  # a worker reporting its database away re-runs a check this old
 SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # length 8, code 80877103
 DB_UNREACHABLE = "database-unreachable"  # first word of a native worker's heartbeat file
 WAKE_GAP = 5.0  # a tick this much later than due: the container was frozen (paused, asleep)
@@ -276,6 +277,12 @@ class Prober:
             self._watch(name, pid, memory[name])
         self.memory = memory
         self.results = results
+        # A worker says its database is away while our last full check said fine: behind a
+        # pooler the ping reaches only the pooler, so ask the database itself now.
+        if (self.database_enabled and self.database and self.database["ok"]
+                and any(r.get("degraded") for r in results.values())
+                and time.monotonic() - self.database_at > WORKER_HINT_AFTER):
+            self._db_due = 0.0
 
     def _probe(self, process: dict, memory: dict) -> tuple[bool | None, str]:
         if process["role"] == "web":

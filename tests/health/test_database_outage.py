@@ -122,3 +122,36 @@ def test_native_worker_waiting_for_its_database_is_degraded_not_failing(
     assert process(report, "worker.1")["restarts"] == 0
     sup.signal(signal.SIGTERM)
     assert sup.wait() == 0
+
+
+def test_database_down_behind_a_pooler_is_seen_within_seconds(run_supervisor, henv,
+                                                              pg_cluster):
+    """The ping reaches only pgbouncer; the worker's heartbeat makes the full check run."""
+    from tests.conftest import ROOT, need
+    from tests.pgcluster import Pgbouncer
+
+    need(Pgbouncer.available(), "pgbouncer")
+    pg_cluster.create_database("pooled")
+    bouncer = Pgbouncer(pg_cluster.port)
+    bouncer.start()
+    try:
+        url = bouncer.url_for("pooled")
+        apps = ROOT / "tests" / "native" / "apps"
+        henv |= {"DATABASE_URL": url, "NATIVE_TEST_DB_URL": url,
+                 "START_ALL_HEARTBEAT_INTERVAL": "0.3", "PYTHONPATH": f"{apps}:{ROOT}"}
+        sup = run_supervisor(f"web: {GUNICORN}\nworker: python3 -m supervisor.native worker "
+                             "-A qtasks:app -c 2 --poll-only\n", env=henv)
+        hport = int(henv["START_ALL_HEALTH_PORT"])
+        wait_health(hport, lambda c, r: r["ready"], timeout=30, what="ready")
+        stopped = time.monotonic()
+        pg_cluster.stop()
+        code, report = wait_health(hport, lambda c, r: _db_ok(r) is False, timeout=20,
+                                   what="the database check failing behind the pooler")
+        assert time.monotonic() - stopped < 15  # not the 30 s full-check interval
+        assert code == 200 and report["status"] == "degraded"
+        pg_cluster.start()
+        wait_health(hport, lambda c, r: r["ready"], timeout=30, what="back")
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    finally:
+        bouncer.close()
