@@ -220,3 +220,32 @@ def test_request_shows_the_limits_in_force(ptasks, start_worker, pool):
     assert ptasks.declared_limits.delay().get(timeout=15) == [60, 45, [60, 45]]
     assert ptasks.declared_limits.apply_async(time_limit=10, soft_time_limit=5).get(
         timeout=15) == [10, 5, [10, 5]]
+
+
+@pytest.mark.parametrize("how", ["quick", "deadline"])
+def test_prefork_under_the_supervisor_escalation_leaves_no_child(ptasks, db, pg_url,
+                                                                 run_supervisor, tmp_path, how):
+    """quick: start-all gets SIGQUIT and passes it on (the worker kills its children and hands
+    the job back); deadline: the worker would wait longer than start-all's budget, so
+    start-all SIGKILLs the worker's process group, children included (the job's lease then
+    expires and the reaper requeues it: it stays RESERVED until then, never lost)."""
+    marks = tmp_path / "esc"
+    budget = "--stop-timeout 60" if how == "deadline" else ""
+    procfile = (f"worker: {sys.executable} -m supervisor.native worker -A pooltasks:app "
+                f"-P prefork -c 1 {budget}\n")
+    env = {**VENV_ENV, "PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}", "NATIVE_TEST_DB_URL": pg_url,
+           "START_ALL_STOP_TIMEOUT": "3"}
+    sup = run_supervisor(procfile, env=env, pid1=False)
+    sup.wait_line(r"ready:", timeout=30)
+    r = ptasks.sleep_in_c.delay(str(marks), 60)
+    child = _started_pid(marks)
+    sup.signal(signal.SIGQUIT if how == "quick" else signal.SIGTERM)
+    sup.wait(30)
+    wait_for(lambda: not pids_alive([child]), 5, "no child left")
+    status = job_row(db, r.id)["status"]
+    if how == "quick":
+        assert status == "PENDING", sup.output
+    else:
+        assert "SIGKILL" in sup.output, sup.output
+        assert status == "RESERVED"  # its lease runs out; the reaper requeues it
+    assert "end" not in lines(marks)
