@@ -10,6 +10,9 @@ workers can never spend the same token.
 The bucket holds BURST_SECONDS worth of tokens (at least one), so "10/s" starts one job every
 100 ms, as Celery does, and "1000/s" up to 50 at a time, every 50 ms.
 
+A worker claims rate-limited jobs only for its idle threads, so a granted job starts at once
+(a token is not spent on a job that would wait behind others in the worker).
+
 A worker whose registry has no rate-limited task claims with the unchanged plain statement:
 plain tasks pay nothing. A worker with some excludes those names from its plain claim and
 sends CLAIM_LIMITED in the same pipeline, so it is still one round trip.
@@ -84,7 +87,7 @@ WITH lim AS (
         WHERE status IN ('PENDING', 'RETRY') AND queue = ANY(%(queues)s) AND run_at <= now()
           AND name = d.name
         ORDER BY priority DESC, run_at, id
-        LIMIT least(d.k, %(limit)s)
+        LIMIT least(d.k, %(limit)s, %(idle)s)
         FOR UPDATE SKIP LOCKED
     ) AS j
 ), spent AS (

@@ -563,8 +563,10 @@ class PgWorkerDb:
 
             plain = self.conn.execute(NEXT_DUE.rstrip() + " AND NOT (name = ANY(%s))",
                                       (queues, limits["limited"])).fetchone()[0]
-            rated = self.conn.execute(ratelimit.NEXT_LIMITED,
-                                      {**limits, "queues": queues}).fetchone()[0]
+            rated = None
+            if limits.get("idle", 1):  # no idle thread: a finishing task wakes the loop
+                rated = self.conn.execute(ratelimit.NEXT_LIMITED,
+                                          {**limits, "queues": queues}).fetchone()[0]
             known = [d for d in (plain, rated) if d is not None]
             return min(known) if known else None
         row = self.conn.execute(NEXT_DUE, (queues,)).fetchone()

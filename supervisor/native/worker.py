@@ -237,7 +237,7 @@ class Worker:
             written, rows = self.db.exchange(
                 self._finish_params(plain) if plain else None,
                 {"queues": self.queues, "limit": limit, "token": token, "worker": self.id,
-                 "lease": self.lease, **(self.limits or {})} if limit > 0 else None,
+                 "lease": self.lease, **self._limit_params()} if limit > 0 else None,
             )
             written += flow_written
             self.last_claimed = len(rows)
@@ -302,6 +302,15 @@ class Worker:
                                 [flow.Finished.of(o) for o in flows if o.job.id in written])
 
         return self.db.finish_flow(self._finish_params(flows), hook)
+
+    def _limit_params(self) -> dict:
+        """Rate-limited jobs are claimed only for threads free to start them at once, so
+        the limit spaces their starts, not just their claims."""
+        if not self.limits:
+            return {}
+        with self.lock:
+            busy = len(self.running)
+        return {**self.limits, "idle": max(0, self.concurrency - busy - self.ready.qsize())}
 
     @staticmethod
     def _finish_params(batch: list[Outcome]) -> list[list]:
@@ -576,8 +585,8 @@ class Worker:
                 if want_claim:
                     maybe_more = self.last_claimed == free
                     if not maybe_more:
-                        next_due = (self.db.next_due(self.queues, self.limits) if self.limits
-                                    else self.db.next_due(self.queues))
+                        next_due = (self.db.next_due(self.queues, self._limit_params())
+                                    if self.limits else self.db.next_due(self.queues))
                         if next_due is not None:
                             due_in = max(0.0, next_due)
                             due_at = now + due_in
