@@ -27,8 +27,11 @@ USER_AGENT = "start-all-web-probe"
 def get_status(port: int, path: str, host: str, timeout: float) -> tuple[bool | None, str]:
     """(ok, detail) for GET path on 127.0.0.1:port; ok None while nothing listens yet."""
     where = f"GET {path}"
+    # X-Forwarded-Proto as the platform's proxy sends it: an app that redirects plain HTTP
+    # (Django's SECURE_SSL_REDIRECT behind SECURE_PROXY_SSL_HEADER) shows its page, not a 301
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-               "Accept: */*\r\nConnection: close\r\n\r\n").encode()
+               "X-Forwarded-Proto: https\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+               ).encode()
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 
-from tests.conftest import START_ALL, VENV_ENV, free_port
+from tests.conftest import ROOT, START_ALL, VENV_ENV, free_port
 from tests.health.conftest import HERE, process, wait_health
 
 GUNICORN = (f"gunicorn --chdir {HERE} --bind 127.0.0.1:$PORT --workers 2 --timeout 60 "
@@ -93,3 +93,24 @@ def test_a_bad_probe_path_is_refused_in_one_line(tmp_path):
     assert result.stderr.startswith("start-all: START_ALL_WEB_PROBE_PATH: Value error, a path "
                                     "must be non-empty, without spaces")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_django_site_behind_https_redirect_and_allowed_hosts(run_supervisor, henv, tmp_path):
+    """The Koyeb guide's recipe on real Django: START_ALL_WEB_PROBE_HOST in ALLOWED_HOSTS and
+    X-Forwarded-Proto get the page's real answer, not a 400 (host) or a 301 (HTTPS)."""
+    flag = tmp_path / "broken"
+    henv |= {"BROKEN_FLAG": str(flag), "DJANGO_SETTINGS_MODULE": "tests.health.djsite_secure",
+             "START_ALL_WEB_PROBE_PATH": "/", "START_ALL_WEB_PROBE_HOST": "app.example"}
+    sup = run_supervisor(f"web: gunicorn --chdir {ROOT} --bind 127.0.0.1:$PORT "
+                         "'django.core.wsgi:get_wsgi_application()'\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    code, report = wait_health(hport, lambda c, r: r["checks"]["app"]["ok"] is True, 30,
+                               "the page answering")
+    assert report["checks"]["app"]["detail"] == "GET / answered 200"
+    flag.touch()
+    code, report = wait_health(hport, lambda c, r: r["checks"]["app"]["ok"] is False, 20,
+                               "the 500 seen")
+    assert report["checks"]["app"]["detail"] == "GET / answered 500"
+    assert code == 200 and report["status"] == "degraded"
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
