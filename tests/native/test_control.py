@@ -250,3 +250,20 @@ def test_remote_control_beyond_revoke_purge_inspect_says_so():
         app.control.broadcast("shutdown")
     with pytest.raises(NotImplementedError, match="revocations live in the jobs table"):
         app.control.inspect().revoked()
+
+
+def test_inspect_and_purge_on_sqlite(start_worker, tmp_path):
+    from supervisor.native import Celery
+
+    url = f"sqlite:///{tmp_path}/q.sqlite3"
+    start_worker("-n", "lite@box", env={"NATIVE_TEST_DB_URL": url})  # qtasks: no rate limit
+    app = Celery("lite", broker=url, set_as_current=False)
+    app.conf.native_heartbeat_interval = 0.4
+    try:
+        wait_for(lambda: app.control.inspect(timeout=0.5).ping(), 15, "the heartbeat state")
+        assert app.control.inspect().ping() == {"lite@box": {"ok": "pong"}}
+        assert app.control.inspect().stats()["lite@box"]["broker"]["transport"] == "sqlite"
+        app.send_task("qtasks.add", args=[1, 2], countdown=300)
+        assert app.control.purge() == 1
+    finally:
+        app.close()
