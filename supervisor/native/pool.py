@@ -167,6 +167,11 @@ class PreforkPool:
     def run(self, job: Held) -> Outcome:
         ident = threading.get_ident()
         child = self.children.get(ident)
+        if child is not None and not child.killed and _exited(child.pid):
+            # it died while idle (the OOM killer picks big processes): the job is not its
+            log.warning("native: pool child %d died while idle: forking another", child.pid)
+            child.conn.close()
+            child.killed = True
         if child is None or child.killed:
             child = self.children[ident] = self._fork()
         try:
@@ -293,6 +298,14 @@ class PreforkPool:
             child.kill()
             os.waitpid(child.pid, 0)
         child.killed = True
+
+
+def _exited(pid: int) -> bool:
+    """True (and the zombie collected) when the child is gone."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
 
 
 def _child_main(worker: Any, conn: Connection, parent: int) -> int:

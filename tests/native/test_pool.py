@@ -249,3 +249,14 @@ def test_prefork_under_the_supervisor_escalation_leaves_no_child(ptasks, db, pg_
         assert "SIGKILL" in sup.output, sup.output
         assert status == "RESERVED"  # its lease runs out; the reaper requeues it
     assert "end" not in lines(marks)
+
+
+def test_prefork_a_child_killed_while_idle_is_replaced_before_the_next_job(ptasks,
+                                                                           start_worker):
+    worker = start_pool(start_worker, "-P", "prefork", "-c", "1")
+    first = ptasks.pid.delay().get(timeout=15)
+    os.kill(first, signal.SIGKILL)  # as the OOM killer would, between two tasks
+    wait_for(lambda: not pids_alive([first]), 5, "the child gone")
+    second = ptasks.pid.delay().get(timeout=15)  # not a WorkerLostError
+    assert second not in (first, worker.proc.pid)
+    assert "died while idle" in worker.output
