@@ -352,6 +352,10 @@ class SqliteWorkerDb:
             conn.execute(RELEASE, (i, str(t))).rowcount for i, t in zip(ids, tokens, strict=True)
         ))
 
+    @staticmethod
+    def finish_params(rows: list[tuple]) -> list[list]:
+        return [list(col) for col in zip(*rows, strict=True)] if rows else []
+
     def mark_started(self, ids: list[int], tokens: list) -> set[int]:
         now = time.time()
 

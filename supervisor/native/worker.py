@@ -48,6 +48,8 @@ log = logging.getLogger("supervisor.native")
 _STOP = object()
 WAKE_GAP = 5.0  # a wait this much longer than asked for: the process was frozen (see _woke)
 PREFETCH_BUDGET = 0.2  # seconds of queued work a thread may hold (adaptive prefetch)
+PREFETCH_CAP = 128  # jobs per thread at most (no-op tasks move in batches this big)
+REFILL = 0.5  # claim again once the jobs waiting for a thread fall below this share of it
 RETRY_FIRST = 0.05  # first reconnect delay after a failed attempt (seconds), doubling ...
 RETRY_CAP = 0.5  # ... up to this: processing resumes within about this of the database's return
 OUTAGE_LOG_EVERY = 30.0  # seconds between "still unreachable" lines
@@ -149,13 +151,14 @@ class Worker:
 
     def adapt(self) -> None:
         """Size the prefetch: jobs held but not started wait, so hold about PREFETCH_BUDGET
-        seconds of work per thread (at least 1, at most 64 jobs per thread). Short tasks then
+        seconds of work per thread (at least 1, at most PREFETCH_CAP jobs). Short tasks then
         move in big batches; long ones are not hoarded away from other workers.
         worker_prefetch_multiplier, when set, fixes it instead (as in Celery)."""
         if self.fixed_prefetch:
             multiplier = max(1, int(self.fixed_prefetch))
         else:
-            multiplier = max(1, min(64, int(PREFETCH_BUDGET / max(self.avg_runtime, 1e-6))))
+            multiplier = max(1, min(PREFETCH_CAP,
+                                    int(PREFETCH_BUDGET / max(self.avg_runtime, 1e-6))))
         self.capacity = self.concurrency * multiplier
 
     # --- signals ----------------------------------------------------------------------------
@@ -312,16 +315,12 @@ class Worker:
             busy = len(self.running)
         return {**self.limits, "idle": max(0, self.concurrency - busy - self.ready.qsize())}
 
-    @staticmethod
-    def _finish_params(batch: list[Outcome]) -> list[list]:
-        cols: list[list] = [[] for _ in range(9)]
-        for o in batch:
-            values = (o.job.id, o.job.token, o.status if o.status != FORGET else SUCCESS,
-                      json.dumps(o.result) if isinstance(o.result, dict) else o.result,
-                      o.traceback, o.countdown, o.args, o.kwargs, o.status == FORGET)
-            for col, value in zip(cols, values, strict=True):
-                col.append(value)
-        return cols
+    def _finish_params(self, batch: list[Outcome]) -> list:
+        return self.db.finish_params([
+            (o.job.id, o.job.token, o.status if o.status != FORGET else SUCCESS,
+             json.dumps(o.result) if isinstance(o.result, dict) else o.result,
+             o.traceback, o.countdown, o.args, o.kwargs, o.status == FORGET)
+            for o in batch])
 
     def _flush(self) -> None:
         if self.done:
@@ -575,7 +574,8 @@ class Worker:
                 ready_n = self.ready.qsize()
                 free = self.capacity - len(self.held) + len(self.done)
                 want_claim = (self.online and stop_deadline is None and maybe_more and free > 0
-                              and ready_n < self.concurrency and not self.to_mark)
+                              and ready_n < max(self.concurrency, self.capacity * REFILL)
+                              and not self.to_mark)
                 if self.online and self.done:
                     self._exchange(True, free if want_claim else 0)
                 elif want_claim:

@@ -109,8 +109,8 @@ def test_sigkill_mid_task_reruns_after_lease_and_old_owner_is_fenced(qapp, db, s
     # the killed worker's finish, replayed now with its old lease token, must not land
     from supervisor.native import store
 
-    written = db.execute(store.FINISH, ([row["id"]], [stale_token], ["FAILURE"], [None], [None],
-                                        [0.0], [None], [None], [False])).fetchone()[0]
+    written = db.execute(store.FINISH, store.PgWorkerDb.finish_params(
+        [(row["id"], stale_token, "FAILURE", None, None, 0.0, None, None, False)])).fetchone()[0]
     assert written == 0 and job_row(db, r.id)["status"] == "SUCCESS"
 
 
