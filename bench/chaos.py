@@ -50,6 +50,7 @@ from tests.pgcluster import PgCluster  # noqa: E402  (one throwaway-cluster impl
 
 BASE_URL = os.environ.get("CHAOS_BASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PY = sys.executable
+SETTLED = 0.25  # s: a run that ended this long before its worker's SIGKILL must not run again
 SCENARIOS = ("kills", "tasks", "outage", "sigterm", "peers")  # --short leaves out "peers"
 
 
@@ -98,7 +99,11 @@ class Marks:
                 out.append((parts[0], int(parts[1]), int(parts[2]), float(parts[3])))
         return out
 
-    def analyse(self) -> dict:
+    def analyse(self, kills: dict[int, float] | None = None) -> dict:
+        """Counts from the marks. `kills`: pid -> when it was SIGKILLed, to tell a task whose
+        body had just ended (its result not yet written: it was still in flight) from one
+        whose run had finished well before the kill."""
+        kills = kills or {}
         started: dict[int, list[tuple[int, float]]] = {}
         ended: dict[int, list[tuple[int, float]]] = {}
         for kind, i, pid, t in self.read():
@@ -106,12 +111,15 @@ class Marks:
         cut_off = sum(1 for i, runs in started.items() for pid, _ in runs
                       if pid not in {p for p, _ in ended.get(i, [])})
         reruns = sum(len(runs) - 1 for runs in started.values())
-        finished_again = sum(
-            1 for i, ends in ended.items()
-            if any(t > min(e for _, e in ends) for _, t in started.get(i, []))
-        )
+        gaps = []  # seconds from the end of a run that was repeated to the kill of its worker
+        for i, ends in ended.items():
+            pid, first = min(ends, key=lambda e: e[1])
+            if any(t > first for _, t in started.get(i, [])):
+                gaps.append(kills[pid] - first if pid in kills else float("inf"))
         return {"executions": sum(len(r) for r in started.values()), "cut_off": cut_off,
-                "reruns": reruns, "finished_again": finished_again,
+                "reruns": reruns, "finished_again": len(gaps),
+                "finished_again_max_gap_ms": round(max(gaps) * 1000, 1) if gaps else None,
+                "finished_long_before_kill_again": sum(g > SETTLED for g in gaps),
                 "ended_ids": len(ended), "last_end": max((t for ends in ended.values()
                                                           for _, t in ends), default=None)}
 
@@ -398,6 +406,17 @@ def scenario_kills(args, tmp: Path) -> dict:
             "container_alive": alive, "healthz_after": code}
 
 
+def ns_pid(pid: int) -> int:
+    """The pid as the process sees itself (inside start-all's PID namespace): its marks."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except OSError:
+        pass
+    return pid
+
+
 def new_worker(stack: Stack, last: int | None) -> int:
     """The worker's pid once it differs from `last` (the supervisor restarted it)."""
     return wait_until(lambda: (p := stack.worker_pid()) and p != last and p, 30,
@@ -440,7 +459,7 @@ def scenario_tasks(args, tmp: Path) -> dict:
             try:
                 stack.wait_ready()
                 queue.enqueue(range(total), seconds=0.025)
-                sent, last, last_kill = 0, None, time.time()
+                sent, last, last_kill, killed = 0, None, time.time(), {}
                 for _ in range(kills):
                     pid = new_worker(stack, last)
                     if mode == "random":
@@ -450,17 +469,18 @@ def scenario_tasks(args, tmp: Path) -> dict:
                     counts = queue.safe_counts() or {}
                     if counts.get("SUCCESS", 0) >= total:
                         break  # drained before every kill went out
+                    inner = ns_pid(pid)
                     try:
                         os.kill(pid, signal.SIGKILL)
                         sent += 1
-                        last_kill = time.time()
+                        last_kill = killed[inner] = time.time()
                     except ProcessLookupError:
                         pass
                     last = pid
                 queue.wait_drained(total, 300)
                 counts = queue.counts()
                 finished = queue.last_finished()
-                marks = stack.marks.analyse()
+                marks = stack.marks.analyse(killed)
                 alive = stack.proc.poll() is None
             finally:
                 stack.stop()
@@ -470,6 +490,8 @@ def scenario_tasks(args, tmp: Path) -> dict:
                 "false_failures": counts.get("FAILURE", 0),
                 "cut_off": marks["cut_off"], "reruns": marks["reruns"],
                 "finished_again": marks["finished_again"],
+                "finished_again_max_gap_ms": marks["finished_again_max_gap_ms"],
+                "finished_long_before_kill_again": marks["finished_long_before_kill_again"],
                 "drain_after_last_kill_s": round(max(0.0, finished - last_kill), 2),
                 "container_alive": alive,
             }
@@ -759,8 +781,14 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
         if t := results.get("tasks", {}).get(mode):
             label = f"{t['tasks']:,} tasks, {t['kills']} {mode} SIGKILLs"
             add(label, "lost", t["lost"], "0")
-            add("", "re-runs / executions cut off", f"{t['reruns']} / {t['cut_off']}", "equal")
-            add("", "finished tasks run again", t["finished_again"], "0")
+            add("", "re-runs / cut off by a kill + results in flight",
+                f"{t['reruns']} / {t['cut_off']} + {t['finished_again']}", "equal")
+            gap = t["finished_again_max_gap_ms"]
+            add("", "run again after their body ended (latest: ms before the kill)",
+                f"{t['finished_again']}" + (f" ({gap:g} ms)" if gap is not None else ""),
+                "only in flight")
+            add("", f"run again, finished > {SETTLED * 1000:g} ms before the kill",
+                t["finished_long_before_kill_again"], "0")
             add("", "false FAILUREs", t["false_failures"], "0")
             add("", "drain after the last kill", f"{t['drain_after_last_kill_s']} s")
     if o := results.get("outage"):
@@ -823,7 +851,8 @@ def zero_figures(results: dict) -> dict[str, object]:
     for mode, t in results.get("tasks", {}).items():
         out |= {f"tasks.{mode}.lost": t["lost"],
                 f"tasks.{mode}.false_failures": t["false_failures"],
-                f"tasks.{mode}.finished_again": t["finished_again"],
+                f"tasks.{mode}.finished_long_before_kill_again":
+                    t["finished_long_before_kill_again"],
                 f"tasks.{mode}.container_alive": t["container_alive"]}
     if o := results.get("outage"):
         out |= {"outage.stop.lost": o["stop"]["lost"],
@@ -860,7 +889,10 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results,
                                                "zero": zero_figures(results)}, indent=2))
-    shutil.rmtree(tmp, ignore_errors=True)
+    if os.environ.get("CHAOS_KEEP"):
+        print(f"chaos: logs and marks kept in {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
