@@ -104,7 +104,10 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
     """Run one job in this (executor) thread and describe how it ended; never raises."""
     task = app.tasks.get(job.name)
     if task is None:
-        return Outcome(job, FAILURE, exception_to_dict(NotRegistered(job.name)))
+        unknown = NotRegistered(job.name)
+        dispatch.task_unknown.send(sender=None, message=None, exc=unknown, name=job.name,
+                                   id=job.task_id)
+        return Outcome(job, FAILURE, exception_to_dict(unknown))
     if job.expired or job.revoke:
         dispatch.task_revoked.send(sender=task, request=request_of(job, hostname),
                                    terminated=False, signum=None, expired=bool(job.expired))

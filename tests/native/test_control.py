@@ -93,6 +93,7 @@ def test_worker_side_signals_with_celery_arguments(ptasks, start_worker, tmp_pat
     with pytest.raises(KeyError):
         ptasks.boom.delay().get(timeout=15)
     assert ptasks.retry_once.delay().get(timeout=15) == "retried"
+    ptasks.app.send_task("pooltasks.nowhere").get(timeout=15, propagate=False)
     path = tmp_path / "t"
     r = ptasks.hold.delay(str(path), "x", 30)
     _started(path, 1)
@@ -115,6 +116,7 @@ def test_worker_side_signals_with_celery_arguments(ptasks, start_worker, tmp_pat
     assert find("task_success pooltasks.add result=5")
     assert any("exception=KeyError('boom')" in e for e in find("task_failure pooltasks.boom"))
     assert find("task_retry pooltasks.retry_once")
+    assert find("task_unknown NoneType name='pooltasks.nowhere'")
     assert any("terminated=True" in e for e in find("task_revoked pooltasks.hold"))
     runs_in = find("task_prerun pooltasks.add")[0].rsplit(" ", 1)[1]
     if pool == "prefork":

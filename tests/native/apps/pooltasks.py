@@ -132,6 +132,7 @@ if os.environ.get("POOL_TEST_SIGNALS"):
         (signals.worker_ready, "worker_ready", ()),
         (signals.worker_shutdown, "worker_shutdown", ()),
         (signals.worker_process_init, "worker_process_init", ()),
+        (signals.task_unknown, "task_unknown", ("name",)),
     ]
     for _signal, _name, _fields in _receivers:
         _signal.connect(_recorder(_name, _fields), weak=False)
