@@ -60,7 +60,7 @@ def worker_state(worker: Any) -> str:
             "id": job.task_id, "name": job.name, "type": job.name, "args": job.args,
             "kwargs": job.kwargs, "hostname": worker.nodename,
             "time_start": now_wall - (now_mono - job.started) if started else None,
-            "acknowledged": True, "worker_pid": os.getpid(),
+            "acknowledged": True, "worker_pid": worker.pool.pid_of(job) if started else None,
             "delivery_info": {"routing_key": job.queue, "priority": job.priority,
                               "redelivered": False},
         }

@@ -116,6 +116,9 @@ class ThreadPool:
     def pids(self) -> list[int]:
         return []
 
+    def pid_of(self, job: Held) -> int:
+        return os.getpid()
+
     def thread_exit(self) -> None:
         pass
 
@@ -263,6 +266,10 @@ class PreforkPool:
 
     def pids(self) -> list[int]:
         return [c.pid for c in list(self.children.values()) if not c.killed]
+
+    def pid_of(self, job: Held) -> int | None:
+        child = self.by_job.get(job.id)
+        return child.pid if child is not None else None
 
     def abort(self) -> None:
         """Cold stop (caller holds worker.lock): kill every child now, busy or not."""

@@ -52,6 +52,8 @@ def test_inspect_sees_every_worker_across_processes(ptasks, db, start_worker, tm
     assert stats["pre@box"]["pid"] == pre.proc.pid and stats["thr@box"]["pid"] == thr.proc.pid
     child = stats["pre@box"]["pool"]["processes"]
     assert len(child) == 1 and child[0] != pre.proc.pid
+    assert [t["worker_pid"] for t in active["pre@box"]] == child  # the child runs it
+    assert [t["worker_pid"] for t in active["thr@box"]] == [thr.proc.pid]
     held = inspect.query_task(running[0].id, running[1].id)
     assert sorted(i for r in held.values() for i in r) == sorted(r.id for r in running)
     assert {v[0] for r in held.values() for v in r.values()} == {"active"}
