@@ -10,19 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from supervisor.native.job import Job
+from supervisor.native.job import JSON_ROWS, Job, rows_param
 from supervisor.native.serial import dumps
 
 # Like store.ENQUEUE, but a row that exists already is left alone: follow-up ids are fixed
 # in advance, so a task that ran twice still starts its follow-ups once.
 INSERT_NEW = """
-WITH rows AS (
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::jsonb[],
-                         %s::jsonb[], %s::jsonb[], %s::timestamptz[], %s::float8[],
-                         %s::timestamptz[], %s::float8[], %s::bool[], %s::int[])
-        AS r(task_id, name, queue, priority, args, kwargs, options, eta, countdown,
-             expires_at, expires_in, ignore_result, retries)
-), ins AS (
+WITH rows AS (""" + JSON_ROWS + """), ins AS (
     INSERT INTO start_all.jobs (task_id, name, queue, priority, args, kwargs, options,
                                 run_at, expires_at, ignore_result, retries)
     SELECT task_id, name, queue, priority, args, kwargs, options,
@@ -102,8 +96,8 @@ SELECT (SELECT count(*) FROM chords), (SELECT count(*) FROM groups)
 _finish_ids: dict[str, str] = {}
 
 
-def job_params(jobs: list[Job]) -> list[list]:
-    return [[getattr(j, field) for j in jobs] for field in Job.__slots__]
+def job_params(jobs: list[Job]) -> list:
+    return rows_param(jobs)
 
 
 class ChordFired:

@@ -162,6 +162,8 @@ class AsyncResult(_ResultBase):
                 node.maybe_throw()
             state = self.state
             if state in states.READY_STATES:
+                for node in parents:  # it may have failed since the check above (a chord's
+                    node.maybe_throw()  # body fails in the same commit as its header)
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("The operation timed out.")

@@ -15,7 +15,7 @@ import weakref
 from importlib import resources
 from typing import Any
 
-from supervisor.native.job import Job
+from supervisor.native.job import JSON_ROWS, Job, rows_param
 
 log = logging.getLogger("supervisor.native")
 
@@ -28,13 +28,7 @@ MIGRATION_LOCK = 0x5A11_0001  # advisory lock key shared by every process migrat
 _inherited: list = []  # connections inherited across fork: never used, never closed
 
 ENQUEUE = """
-WITH rows AS (
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::jsonb[],
-                         %s::jsonb[], %s::jsonb[], %s::timestamptz[], %s::float8[],
-                         %s::timestamptz[], %s::float8[], %s::bool[], %s::int[])
-        AS r(task_id, name, queue, priority, args, kwargs, options, eta, countdown,
-             expires_at, expires_in, ignore_result, retries)
-), ins AS (
+WITH rows AS (""" + JSON_ROWS + """), ins AS (
     INSERT INTO start_all.jobs AS j (task_id, name, queue, priority, args, kwargs, options,
                                      run_at, expires_at, ignore_result, retries)
     SELECT task_id, name, queue, priority, args, kwargs, options,
@@ -228,8 +222,8 @@ ON CONFLICT DO NOTHING RETURNING 1
 """
 
 
-def job_params(jobs: list[Job]) -> list[list]:
-    return [[getattr(j, field) for j in jobs] for field in Job.__slots__]
+def job_params(jobs: list[Job]) -> list:
+    return rows_param(jobs)
 
 
 def is_pooler(url: str) -> bool:
