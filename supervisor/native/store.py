@@ -236,6 +236,18 @@ def is_pooler(url: str) -> bool:
         return False
 
 
+_TRIVIAL = {b"[]": list, b"{}": dict, b"null": lambda: None}
+
+
+def _loads(data: bytes) -> Any:
+    """serial.loads, with the common empty args/kwargs/options decoded without a parser
+    (about 2 us each: a noticeable part of a no-op job's cost)."""
+    from supervisor.native.serial import loads
+
+    make = _TRIVIAL.get(bytes(data)) if len(data) <= 4 else None
+    return make() if make is not None else loads(data)
+
+
 CONNECT_TIMEOUT = 5  # seconds; a host that does not answer must not hang a caller forever
 
 
@@ -246,7 +258,6 @@ def connect(url: str, pooler: bool | None = None) -> Any:
     from psycopg.types.json import set_json_loads
 
     from supervisor.kit.dburl import libpq_url
-    from supervisor.native.serial import loads
 
     url = libpq_url(url)  # an unescaped '@' in the password means what urllib reads
     if pooler is None:
@@ -261,7 +272,7 @@ def connect(url: str, pooler: bool | None = None) -> Any:
 
         raise ConfigError("the database URL is not a valid PostgreSQL URL (a password with "
                           "@, :, / or [ must be percent-encoded)") from None
-    set_json_loads(loads, conn)  # Celery's typed values (datetime, UUID, ...) come back typed
+    set_json_loads(_loads, conn)  # Celery's typed values (datetime, UUID, ...) come back typed
     return conn
 
 
