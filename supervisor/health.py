@@ -114,6 +114,7 @@ class HealthView:
                 "pid": p["pid"],
                 "uptime": round(now_wall - p["started_at"], 1) if p["started_at"] else None,
                 "restarts": p["restarts"],
+                "waiting": p.get("waiting"),  # "database": restarting once it is back
                 "last_exit": p["last_exit"],
                 "probe": probe,
                 "memory": memory.get(p["name"]) if running else None,

@@ -60,6 +60,8 @@ def test_a_worker_exiting_during_an_outage_waits_instead_of_crash_looping(
     assert code == 200 and report["status"] == "degraded"
     worker = process(report, "worker.1")
     assert worker["state"] in ("backoff", "running", "starting")
+    if worker["state"] == "backoff":
+        assert worker["waiting"] == "database"
     pg_cluster.start()
     back = time.monotonic()
     code, report = wait_health(hport, lambda c, r: r["ready"], timeout=10, what="all back")
