@@ -71,6 +71,7 @@ def test_task_api_on_the_native_queue(project):
     assert before["rolled_back_exists"] is False
     assert before["visible_before_commit"] == 0
     assert before["visible_after_commit"] == 1
+    assert (before["result_before_commit"], before["result_after_commit"]) == (False, True)
     # task_enqueued for each enqueue that happened (not for the rolled-back on_commit one)
     assert before["enqueued_signals"] == ["add", "record", "record", "record", "record",
                                           "record"]

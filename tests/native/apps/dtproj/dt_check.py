@@ -87,7 +87,9 @@ if phase == "before":
     with transaction.atomic():
         inside = tasks.add.enqueue(1, 1)
         out["visible_before_commit"] = rows_elsewhere(inside.id)
+        out["result_before_commit"] = exists(inside.id)
     out["visible_after_commit"] = rows_elsewhere(inside.id)
+    out["result_after_commit"] = exists(inside.id)
     out["enqueued_signals"] = sorted(
         r["task"] for r in tasks._notes(signal="enqueued"))
     out["ids"] = ids
