@@ -232,6 +232,20 @@ class NativeBackend(BaseTaskBackend):
         if retries is not None and (int(retries) != retries or retries < 0):
             raise ImproperlyConfigured(f"{task.module_path}: max_retries must be >= 0")
 
+    def check(self, **kwargs: Any) -> list:
+        from django.apps import apps
+        from django.core import checks
+
+        messages = list(super().check(**kwargs))
+        if not apps.is_installed("supervisor.native.django"):
+            messages.append(checks.Warning(
+                f"TASKS[{self.alias!r}] runs on the native queue, but "
+                "'supervisor.native.django' is not in INSTALLED_APPS",
+                hint="add it: it provides `python manage.py native_worker`, which runs the tasks",
+                id="start_all.W001",
+            ))
+        return messages
+
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)
         args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))

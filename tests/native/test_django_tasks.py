@@ -145,3 +145,21 @@ def test_start_all_knows_the_worker_of_these_tasks():
 
     profile = profiles.detect(("python", "manage.py", "native_worker", "-c", "2"))
     assert profile.kind == "native" and profile.worker and profile.quick_signal == "SIGQUIT"
+
+
+def test_manage_py_check_asks_for_the_worker_app(project, tmp_path):
+    (tmp_path / "nowapp.py").write_text(
+        "import importlib.util, django\n"
+        "from dtproj.settings import *  # noqa\n"
+        "INSTALLED_APPS = ['django.contrib.contenttypes', 'letters']\n"
+        "if django.VERSION < (6,) and importlib.util.find_spec('django_tasks'):\n"
+        "    INSTALLED_APPS.append('django_tasks')  # the backport registers its checks so\n")
+    env = {**project.env, "DJANGO_SETTINGS_MODULE": "nowapp",
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{project.env['PYTHONPATH']}"}
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=DTPROJ, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert "start_all.W001" in done.stderr + done.stdout, done.stdout + done.stderr
+    assert "'supervisor.native.django' is not in INSTALLED_APPS" in done.stderr + done.stdout
+    ok = subprocess.run([sys.executable, "manage.py", "check"], cwd=DTPROJ, env=project.env,
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "start_all.W001" not in ok.stderr + ok.stdout
