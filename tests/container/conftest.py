@@ -87,7 +87,8 @@ class Container:
         args = ["run", "-d", "--name", self.name, "--memory", "512m"]
         if host_network:  # reaches the host's PostgreSQL; ports are the host's own
             args += ["--network", "host", "-e", f"PORT={self.port}"]
-            args += ["-e", f"START_ALL_HEALTH_PORT={free_port()}"]
+            self.health_port = free_port()  # start-all's own health server
+            args += ["-e", f"START_ALL_HEALTH_PORT={self.health_port}"]
         else:
             args += ["-p", f"127.0.0.1:{self.port}:8000", "-e", "PORT=8000"]
         for key, value in (env or {}).items():

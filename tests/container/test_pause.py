@@ -4,7 +4,8 @@ containers, one on the native worker and one on django-q2's qcluster, each with 
 running, are frozen for 60 s (longer than the native lease, 30 s) and thawed
 (tests/container/sleep.py):
 
-- /healthz answers 200 again within 2 s of `podman unpause`;
+- start-all's health server answers 200 and ok within 2 s of `podman unpause` (and /healthz on
+  $PORT soon after: gunicorn may replace a web worker on wake);
 - the native worker notices the clock jump and opens fresh connections at once, then renews
   its lease before anything could reap it; the supervisor records the freeze;
 - the task frozen mid-run finishes, once (attempts == 1), on both queues;
@@ -44,7 +45,10 @@ def test_frozen_containers_wake_healthy_without_losing_or_repeating_work(
 ):
     f = sleep.run(demo_image, start_container, pg_url, second_pg_url, PAUSE)
     print(f"sleep figures: {f}")
+    # start-all's own health server answers ok within 2 s; /healthz on $PORT goes through a
+    # gunicorn worker, which gunicorn's own 30 s timeout may replace on wake (docs/scaling.md)
     assert all(seconds < 2.0 for seconds in f["healthy_after"].values()), f
+    assert all(seconds < 10.0 for seconds in f["port_healthy_after"].values()), f
     assert f["native_frozen_seen"] >= PAUSE - 10 and f["native_leases_renewed"] >= 1, f
     assert f["supervisor_wake"]["frozen"] >= PAUSE - 10, f
     assert f["attempts"] == {"native": 1, "qcluster": 1}, f  # neither lost nor run twice
