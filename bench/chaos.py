@@ -629,7 +629,8 @@ def scenario_sigterm(args, tmp: Path) -> dict:
         after = queue.counts()
         first = stack.marks.analyse()
         finished_ids = {i for k, i, _, _ in stack.marks.read() if k == "E"}
-        # a second worker takes whatever went back, with short tasks: who runs twice?
+        # a second worker takes whatever went back (the 60 s tasks, shortened here so that the
+        # drain takes a moment): does any task that had finished run twice?
         admin("UPDATE start_all.jobs SET kwargs = '{}', args = jsonb_build_array(args->0, 0.01)"
               " WHERE status NOT IN ('SUCCESS', 'FAILURE')", url)
         drain = subprocess.Popen(
