@@ -118,6 +118,19 @@ WITH outcome AS (
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM done), (SELECT count(*) FROM wake)
 """
 
+# A batch with no forget and no retry (the usual one) skips the DELETE and the NOTIFY: the
+# same update, about a third less database time per batch.
+FINISH_PLAIN = (FINISH[:FINISH.index("), gone AS (")]
+                + FINISH[FINISH.index("), done AS ("):FINISH.index("), wake AS (")]
+                + ")\nSELECT (SELECT count(*) FROM done), 0\n")
+
+
+class FinishParams(list):
+    """FINISH's parameters; `plain` when FINISH_PLAIN does the same work."""
+
+    plain = False
+
+
 # Hand held-but-unfinished jobs back (graceful stop): they keep their retry count.
 RELEASE = """
 UPDATE start_all.jobs AS j
@@ -505,7 +518,8 @@ class PgWorkerDb:
         statement = CLAIM_ONE if claim and "queue" in claim else CLAIM
         with self.conn.pipeline():
             if finish:
-                done = self.conn.execute(FINISH, finish)
+                done = self.conn.execute(
+                    FINISH_PLAIN if getattr(finish, "plain", False) else FINISH, finish)
             if claim and claim.get("limited"):  # rate-limited names: see ratelimit.py
                 from supervisor.native import ratelimit
 
@@ -532,7 +546,10 @@ class PgWorkerDb:
     def finish_params(rows: list[tuple]) -> list:
         """FINISH's one parameter from (id, token, status, result, traceback, countdown,
         args, kwargs, forget) rows."""
-        return [json.dumps([(i, str(t), *rest) for i, t, *rest in rows])]
+        params = FinishParams([json.dumps([(i, str(t), *rest) for i, t, *rest in rows])])
+        params.plain = all(status != "RETRY" and not forget
+                           for _i, _t, status, *_rest, forget in rows)
+        return params
 
     def mark_started(self, ids: list[int], tokens: list) -> set[int]:
         return {row[0] for row in self.conn.execute(MARK_STARTED, (ids, tokens)).fetchall()}
