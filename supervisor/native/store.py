@@ -457,6 +457,8 @@ class PgWorkerDb:
         self.OperationalError = psycopg.OperationalError
         self.conn: Any = None
         self.listener: Any = None
+        self.finisher: Any = None  # the finishes' own connection (see exchange)
+        self.pool: Any = None
 
     def connect(self) -> list[str]:
         self.conn = connect(self.url, True if self.explicit_poll_only else None)
@@ -511,26 +513,48 @@ class PgWorkerDb:
             return []
 
     def exchange(self, finish: list[list] | None, claim: dict | None) -> tuple[int, list]:
-        """Finish a batch and claim the next one in one round trip (pipeline mode)."""
-        done = claimed = limited = None
-        if claim and len(claim["queues"]) == 1:
+        """Finish a batch and claim the next one. Both at once: the finish runs on its own
+        connection in a helper thread while this one claims, so the database works on both
+        in parallel (two backends) instead of one after the other."""
+        if finish and claim:
+            pending = self._helper().submit(self._finish, finish)
+            try:
+                rows = self._claim(claim)
+            finally:
+                written = pending.result()  # raises what the finish raised
+            return written, rows
+        return (self._finish(finish) if finish else 0), (self._claim(claim) if claim else [])
+
+    def _helper(self) -> Any:
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="native-finish")
+        return self.pool
+
+    def _finish(self, finish: list) -> int:
+        if self.finisher is None:
+            self.finisher = connect(self.url, True if self.explicit_poll_only else None)
+        statement = FINISH_PLAIN if getattr(finish, "plain", False) else FINISH
+        return self.finisher.execute(statement, finish).fetchone()[0]
+
+    def _claim(self, claim: dict) -> list:
+        claimed = limited = None
+        if len(claim["queues"]) == 1:
             claim = {**claim, "queue": claim["queues"][0]}
-        statement = CLAIM_ONE if claim and "queue" in claim else CLAIM
+        statement = CLAIM_ONE if "queue" in claim else CLAIM
         with self.conn.pipeline():
-            if finish:
-                done = self.conn.execute(
-                    FINISH_PLAIN if getattr(finish, "plain", False) else FINISH, finish)
-            if claim and claim.get("limited"):  # rate-limited names: see ratelimit.py
+            if claim.get("limited"):  # rate-limited names: see ratelimit.py
                 from supervisor.native import ratelimit
 
                 claimed = self.conn.execute(ratelimit.exclude_limited(statement), claim)
                 limited = self.conn.execute(ratelimit.CLAIM_LIMITED, claim)
-            elif claim:
+            else:
                 claimed = self.conn.execute(statement, claim)
-        rows = claimed.fetchall() if claimed is not None else []
+        rows = claimed.fetchall()
         if limited is not None:
             rows += limited.fetchall()
-        return (done.fetchone()[0] if done is not None else 0, rows)
+        return rows
 
     def finish_flow(self, finish: list[list], hook: Any) -> int:
         """Finish jobs that are part of a workflow: the finish and what follows it (canvas
@@ -614,7 +638,7 @@ class PgWorkerDb:
         """From another thread: make a call blocked on these connections fail now."""
         import socket
 
-        for conn in (self.conn, self.listener):
+        for conn in (self.conn, self.listener, self.finisher):
             try:
                 sock = socket.socket(fileno=os.dup(conn.fileno()))
             except Exception:
@@ -627,10 +651,10 @@ class PgWorkerDb:
                 sock.close()
 
     def close(self) -> None:
-        for conn in (self.conn, self.listener):
+        for conn in (self.conn, self.listener, self.finisher):
             if conn is not None:
                 try:
                     conn.close()
                 except Exception:
                     pass
-        self.conn = self.listener = None
+        self.conn = self.listener = self.finisher = None
