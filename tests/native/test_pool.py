@@ -260,3 +260,20 @@ def test_prefork_a_child_killed_while_idle_is_replaced_before_the_next_job(ptask
     second = ptasks.pid.delay().get(timeout=15)  # not a WorkerLostError
     assert second not in (first, worker.proc.pid)
     assert "died while idle" in worker.output
+
+
+def test_pool_choice_option_env_setting(monkeypatch):
+    from supervisor.native import Celery
+    from supervisor.native.cli import pool_for
+    from supervisor.native.exceptions import ConfigError
+
+    app = Celery("choice", broker="postgresql://unused/db", set_as_current=False)
+    monkeypatch.delenv("START_ALL_WORKER_POOL", raising=False)
+    assert pool_for(None, app) == "threads"
+    app.conf.worker_pool = "prefork"
+    assert pool_for(None, app) == "prefork"
+    monkeypatch.setenv("START_ALL_WORKER_POOL", "threads")
+    assert pool_for(None, app) == "threads"
+    assert pool_for("processes", app) == "prefork" and pool_for("solo", app) == "threads"
+    with pytest.raises(ConfigError, match="eventlet"):
+        pool_for("eventlet", app)
