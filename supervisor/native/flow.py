@@ -16,6 +16,7 @@ starts the body there and then. Plain tasks carry none of these options and neve
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -197,11 +198,21 @@ def _send_plain_group(sig: group) -> GroupResult:
     group_id = sig.id or str(uuid.uuid4())
     app = sig.app
     jobs, results = [], []
+    shared = json.dumps({"group_id": group_id})  # request.group_id in each member
     for member in sig.tasks:
-        options = dict(member.options)
-        task_id = options.pop("task_id", None) or str(uuid.uuid4())
-        # no per-row options here (not even group_id): this is the batched-enqueue fast path
-        job = member.type.build_job(member.args, member.kwargs, task_id=task_id, **options)
+        options = member["options"]
+        if options:
+            options = dict(options)
+            task_id = options.pop("task_id", None) or str(uuid.uuid4())
+        else:
+            task_id = str(uuid.uuid4())
+        if options:
+            job = member.type.build_job(member.args, member.kwargs, task_id=task_id,
+                                        flow={"group_id": group_id}, **options)
+        else:  # the usual case: the one options text shared by every member
+            job = member.type.build_job(member.args, member.kwargs, task_id=task_id)
+            job.options = shared
+
         jobs.append(job)
         results.append(AsyncResult(task_id, app=app, task_name=member.name))
     if jobs:
