@@ -133,6 +133,8 @@ def test_results_save_restore_and_result_sets(flow, start_worker):
 
 
 def test_request_ids_headers_and_replace(flow, start_worker):
+    from supervisor.native import group
+
     t = flow
     start_flow_worker(start_worker)
     first = t.add.s(1, 1)
@@ -143,6 +145,13 @@ def test_request_ids_headers_and_replace(flow, start_worker):
     info = direct.get(timeout=20)
     assert info["headers"] == {"tenant": "acme"} and info["time_limit"] == 30
     assert info["root_id"] == direct.id and info["parent_id"] is None
+    members = group(t.request_info.s(), t.request_info.s()).delay()
+    assert {info["group_id"] for info in members.get(timeout=20)} == {members.id}
+    # a failed step: the steps after it never run and read FAILURE with the same error
+    broken = (t.add.s(1, 1) | t.fail.si("step two") | t.add.s(1)).delay()
+    with pytest.raises(ValueError, match="step two"):
+        broken.get(timeout=20)
+    assert broken.state == "FAILURE" and str(broken.result) == "step two"
     # self.replace: the chain replacing the task gives the task's own result
     assert t.replace_with_chain.delay(4).get(timeout=20) == 50
     assert (t.replace_with_chain.s(1) | t.add.s(5)).delay().get(timeout=20) == 25
