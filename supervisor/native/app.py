@@ -81,6 +81,12 @@ class Celery:
         self._register(lambda *results: results[0] if len(results) == 1 else list(results),
                        {"name": "celery.accumulate"})
 
+    def set_current(self) -> None:
+        """Make this the app that shared tasks and bare AsyncResult(id) use (Celery's)."""
+        set_current(self)
+
+    set_default = set_current
+
     def finalize(self, auto: bool = False) -> None:
         """Send on_after_configure / on_after_finalize once (the worker calls this at start),
         so add_periodic_task() calls in receivers land in beat_schedule in time."""

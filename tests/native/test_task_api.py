@@ -22,6 +22,7 @@ def flow(db, pg_url):
 
     flowtasks.app.close()
     flowtasks.app.conf.broker_url = pg_url
+    flowtasks.app.set_current()  # shared tasks send through the current app
     yield flowtasks
     flowtasks.app.close()
 
