@@ -225,8 +225,15 @@ def test_status_json_into_a_closed_pipe_is_quiet(run_supervisor, tmp_path):
     sup = run_supervisor("web: sleep 60\n", env=env, pid1=False)
     sup.wait_line("web.1 started")
     url = ["--url", f"http://127.0.0.1:{health}"]
-    wait_for(lambda: subprocess.run([*START_ALL, "status", *url], env=env,
-                                    capture_output=True).returncode == 0, 20, "status healthy")
+    try:
+        wait_for(lambda: subprocess.run([*START_ALL, "status", *url], env=env,
+                                        capture_output=True).returncode == 0, 20,
+                 "status healthy")
+    except AssertionError as error:  # say why (a health port taken since free_port()?)
+        last = subprocess.run([*START_ALL, "status", *url], env=env, capture_output=True,
+                              text=True)
+        raise AssertionError(f"{error}\nstatus: {last.stdout}{last.stderr}\n"
+                             f"supervisor:\n{sup.output[-2000:]}") from None
     result = run_into_closed_pipe(["status", "--json", *url], tmp_path, env)
     assert result.stderr == "" and result.returncode == 128 + signal.SIGPIPE
     sup.signal(signal.SIGTERM)
