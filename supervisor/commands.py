@@ -19,7 +19,11 @@ SHELL = "/bin/sh"
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 OPERATOR_CHARS = "();<>|&`"
 SEQUENCE_OPERATORS = {"&&", ";", "||"}
-SHELL_BUILTINS = {"cd", "export", "set", "unset", "true", ":", ".", "source", "umask", "ulimit"}
+# run by the shell itself: no program to find on PATH (`release: exit 3` is a valid line)
+SHELL_BUILTINS = {
+    "cd", "export", "set", "unset", "true", "false", ":", ".", "source", "umask", "ulimit",
+    "exit", "echo", "printf", "test", "[", "eval", "wait", "trap", "shift", "read", "command",
+}
 
 
 class CommandError(ValueError):

@@ -40,15 +40,33 @@ def password_of(value: str) -> str:
 
 def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
     """`text` with every URL password, `password=` value and known secret masked."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-        for tail in _tails(secret):  # what libpq shows of it (see the module docstring)
-            text = text.replace(tail + "@", MASK + "@")
     if "://" in text and "@" in text:
         text = _mask_urls(text, _ENDS)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = _mask_token(text, secret)
+        for tail in _tails(secret):  # what libpq shows of it (see the module docstring)
+            text = _mask_token(text, tail + "@", keep="@")
     if "password=" in text.lower():
         text = _mask_values(text)
     return text
+
+
+def _mask_token(text: str, secret: str, keep: str = "") -> str:
+    """Every occurrence of `secret` that is not part of a longer word masked: a password
+    "postgres" must not turn `postgresql://` into `***ql://`."""
+    out, start = [], 0
+    while (found := text.find(secret, start)) >= 0:
+        end = found + len(secret)
+        before = text[found - 1] if found else ""
+        after = text[end] if end < len(text) else ""
+        inside_word = (before.isalnum() and secret[0].isalnum()) or (
+            not keep and after.isalnum() and secret[-1].isalnum()
+        )
+        out.append(text[start:found])
+        out.append(secret if inside_word else MASK + keep)
+        start = end
+    out.append(text[start:])
+    return "".join(out)
 
 
 class LineRedactor:

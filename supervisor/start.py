@@ -196,6 +196,9 @@ def exec_runner(plan: Plan) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.json and not args.dry_run:
+        print("start-all: --json only goes with --dry-run (nothing was started)", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         plan = resolve(args)
     except (ConfigError, ProcfileError) as error:

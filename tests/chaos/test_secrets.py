@@ -135,3 +135,14 @@ def test_unescaped_at_in_the_password_connects_as_urllib_reads_it(tmp_path):
         assert probe.stdout.startswith("ok "), probe.stdout
     finally:
         subprocess.run([*psql, f"DROP ROLE {role}"], check=True)
+
+
+def test_a_password_that_is_also_a_word_masks_only_itself():
+    """`postgres:postgres@` must not turn the scheme into `***ql://`; a one-letter password
+    must not mask every letter p."""
+    line = "cannot connect to postgresql://app:postgres@127.0.0.1:1/db (port 1, pooler off)"
+    assert redact.redact(line, ["postgres"]) == (
+        "cannot connect to postgresql://app:***@127.0.0.1:1/db (port 1, pooler off)")
+    assert redact.redact("password p failed in pooler port", ["p"]) == (
+        "password *** failed in pooler port")
+    assert redact.redact("the secret is hunter2.", ["hunter2"]) == "the secret is ***."

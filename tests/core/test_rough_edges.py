@@ -248,3 +248,17 @@ def test_help_lists_every_subcommand(tmp_path):
     for name in cli.SUBCOMMANDS:
         assert f"\n  {name} " in listed
     assert "schedules" in listed
+
+
+def test_json_without_dry_run_is_refused_and_nothing_starts(tmp_path):
+    (tmp_path / "Procfile").write_text("web: sleep 60\n")
+    result = subprocess.run([*START_ALL, "--json"], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == "start-all: --json only goes with --dry-run (nothing was started)\n"
+
+
+def test_a_shell_builtin_is_a_valid_procfile_command(run_supervisor):
+    sup = run_supervisor("release: exit 3\nweb: sleep 60\n", env=clean_env(), pid1=False)
+    assert sup.wait(30) == 3
+    assert "release failed (exit 3)" in sup.output and "command not found" not in sup.output
