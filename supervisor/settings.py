@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     health_url: str | None = None  # set by the supervisor for its children
     heartbeat_file: str | None = None  # the native worker's heartbeat (set for its children)
     heartbeat_interval: float = Field(5.0, gt=0, le=3600)
+    # a transaction-mode pooler on another port than Supabase's 6543 (read by the native worker
+    # and its producers, native/store.py): no LISTEN, no prepared statements through it
+    transaction_pooler_port: int | None = Field(None, ge=1, le=65535)
     # resources (sizing.py, docs/health.md)
     sizing: Literal["auto", "off"] = "auto"
     worker_concurrency: int | None = Field(None, ge=1, le=1024)

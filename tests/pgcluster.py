@@ -122,7 +122,7 @@ class PgCluster:
 
 class Pgbouncer:
     """pgbouncer in transaction mode in front of `upstream_port`, on a free port of its own
-    (so the worker does not detect it by port: pass --poll-only)."""
+    (the worker knows it as a pooler from --poll-only or START_ALL_TRANSACTION_POOLER_PORT)."""
 
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1",
                  port: int | None = None) -> None:

@@ -240,11 +240,13 @@ def job_params(jobs: list[Job]) -> list:
 
 
 def is_pooler(url: str) -> bool:
-    """Supabase's transaction pooler (port 6543): no LISTEN, no prepared statements."""
+    """A transaction-mode pooler (no LISTEN, no prepared statements), known by its port:
+    Supabase's 6543, or the one START_ALL_TRANSACTION_POOLER_PORT names (a pgbouncer's)."""
     from psycopg.conninfo import conninfo_to_dict
 
+    pooler_port = os.environ.get("START_ALL_TRANSACTION_POOLER_PORT", "").strip() or "6543"
     try:
-        return str(conninfo_to_dict(url).get("port", "")) == "6543"
+        return str(conninfo_to_dict(url).get("port", "")) == pooler_port
     except Exception:
         return False
 

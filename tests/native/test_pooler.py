@@ -1,55 +1,44 @@
-"""Through a real transaction-mode pooler on port 6543 (pgbouncer, like Supabase's): the worker
-detects it, polls instead of LISTEN, and producers and worker run without prepared statements."""
+"""Through a real transaction-mode pooler (pgbouncer, like Supabase's) on a free port: the worker
+detects it, polls instead of LISTEN, and producers and worker run without prepared statements.
+Supabase's port 6543 is how a pooler is recognised unless START_ALL_TRANSACTION_POOLER_PORT
+names another one; the test declares its own port, so it never needs 6543 free."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import APPS
 
-from tests.conftest import need, port_open, wait_for
+from tests import pgcluster
+from tests.conftest import need
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-POOLER_PORT = 6543  # the port the worker recognises as a transaction pooler
+
+def test_a_pooler_is_known_by_its_port(monkeypatch):
+    from supervisor.native.store import is_pooler
+
+    monkeypatch.delenv("START_ALL_TRANSACTION_POOLER_PORT", raising=False)
+    assert is_pooler("postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres")
+    assert is_pooler("host=pooler port=6543 dbname=app")
+    assert not is_pooler("postgresql://u:p@db.example.com:6432/app")
+    monkeypatch.setenv("START_ALL_TRANSACTION_POOLER_PORT", "6432")  # a pgbouncer of one's own
+    assert is_pooler("postgresql://u:p@db.example.com:6432/app")
+    assert not is_pooler("postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres")
+    assert not is_pooler("postgresql://u:p@db.example.com:5432/app")
 
 
 @pytest.fixture
-def pooler_url(pg_url):
-    need(os.path.exists(PGBOUNCER), "pgbouncer (apt-get install pgbouncer)")
-    need(not port_open(POOLER_PORT), f"a free port {POOLER_PORT}")
+def pooler_url(pg_url, monkeypatch):
+    need(pgcluster.Pgbouncer.available(), "pgbouncer (apt-get install pgbouncer)")
     upstream = urlsplit(pg_url)
-    work = Path(tempfile.mkdtemp(prefix="native-pooler-"))
-    (work / "users.txt").write_text('"postgres" ""\n')
-    (work / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={upstream.hostname or '127.0.0.1'} port={upstream.port or 5432}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {POOLER_PORT}\n"
-        f"auth_type = trust\nauth_file = {work}/users.txt\n"
-        "pool_mode = transaction\nunix_socket_dir =\n"
-        f"logfile = {work}/pgbouncer.log\n"
-        "ignore_startup_parameters = extra_float_digits,options\n"
-    )
-    os.chmod(work, 0o755)
-    shutil.chown(work, "postgres")
-    for f in work.iterdir():
-        shutil.chown(f, "postgres")
-    # pgbouncer refuses to run as root
-    proc = subprocess.Popen(["runuser", "-u", "postgres", "--", PGBOUNCER,
-                             str(work / "pgbouncer.ini")])
+    bouncer = pgcluster.Pgbouncer(upstream.port or 5432, upstream.hostname or "127.0.0.1")
+    # declared for the producers here and, through the environment, for the worker
+    monkeypatch.setenv("START_ALL_TRANSACTION_POOLER_PORT", str(bouncer.port))
     try:
-        wait_for(lambda: port_open(POOLER_PORT), 10, "pgbouncer listening")
-        yield urlunsplit(upstream._replace(netloc=f"postgres@127.0.0.1:{POOLER_PORT}"))
+        bouncer.start()
+        yield bouncer.url_for(upstream.path.lstrip("/"))
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+        bouncer.close()
 
 
 def test_worker_and_producers_through_a_transaction_pooler(db, pooler_url, start_worker,
@@ -62,7 +51,7 @@ def test_worker_and_producers_through_a_transaction_pooler(db, pooler_url, start
     try:
         worker = start_worker("-c", "2", env={"NATIVE_TEST_DB_URL": pooler_url,
                                               "NATIVE_TEST_POLL": "0.1"})
-        assert "poll-only" in worker.output, "port 6543 detected as a transaction pooler"
+        assert "poll-only" in worker.output, "the declared port detected as a pooler"
         # more calls than psycopg's prepare threshold: prepared statements would break here
         results = [qtasks.add.delay(i, i) for i in range(30)]
         assert [r.get(timeout=20) for r in results] == [2 * i for i in range(30)]
