@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import time
 
 import psutil
 import pytest
@@ -24,6 +24,16 @@ def env(tmp_path):
 def signals_of(tmp_path, name) -> list[str]:
     path = tmp_path / f"{name}.signals"
     return path.read_text().split("\n") if path.exists() else []
+
+
+def supervisor_time(output: str, line: str) -> float:
+    """The supervisor's timestamp of its JSON log line starting with `line`."""
+    for text in output.splitlines():
+        if text.startswith("{"):
+            record = json.loads(text)
+            if record["process"] == "start-all" and record["line"].startswith(line):
+                return record["ts"]
+    raise AssertionError(f"no supervisor line {line!r} in:\n{output[-3000:]}")
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -98,7 +108,9 @@ def test_crash_looping_worker_stops_the_container_non_zero(run_supervisor, tmp_p
 @pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "shell"])
 def test_sigterm_stops_everything_within_budget(run_supervisor, tmp_path, env, pid1):
     budget = 2.0
-    env |= {"START_ALL_STOP_TIMEOUT": str(budget)}
+    # JSON lines carry the supervisor's own clock: the budget is timed where it is kept, not
+    # from here (a loaded machine delays this process's view, not the supervisor's deadline)
+    env |= {"START_ALL_STOP_TIMEOUT": str(budget), "START_ALL_LOG_FORMAT": "json"}
     sup = run_supervisor(
         f"web: {GUNICORN}\nstubborn: {RECORDER} stubborn --ignore-term\n", env=env, pid1=pid1
     )
@@ -106,12 +118,13 @@ def test_sigterm_stops_everything_within_budget(run_supervisor, tmp_path, env, p
     sup.wait_line("stubborn ready")
     # gunicorn master + 2 workers + stubborn
     everything = wait_for(lambda: len(tree_pids(sup.host_pid)) >= 5 and tree_pids(sup.host_pid))[1:]
-    sent = sup.signal(signal.SIGTERM)
-    code = sup.wait()
-    elapsed = time.monotonic() - sent
-    assert code == 0
-    assert elapsed < budget + 0.5 + 0.5, elapsed  # budget + kill grace, plus test overhead
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0
     out = sup.output
+    stopping = supervisor_time(out, "stopping (received SIGTERM)")
+    killing = supervisor_time(out, "stubborn.1: did not stop within the budget, sending SIGKILL")
+    assert budget - 0.05 <= killing - stopping <= budget + 0.5, (stopping, killing)
+    assert supervisor_time(out, "exit 0") - stopping <= budget + 0.5 + 0.5
     assert "Handling signal: term" in out  # gunicorn got its graceful signal
     assert "web.1 exited with code 0" in out  # ... and finished by itself
     assert signals_of(tmp_path, "stubborn")[1] == "SIGTERM"
@@ -210,13 +223,12 @@ def test_qcluster_stops_cleanly(run_supervisor, tmp_path, env):
     sup.wait_line(r"Q Cluster .* running", timeout=30)
     wait_for(lambda: port_open(int(env["PORT"])), 15, "gunicorn to listen")
     assert http_get(int(env["PORT"])) == (200, b"hello from django\n")
-    sent = sup.signal(signal.SIGTERM)
+    sup.signal(signal.SIGTERM)
     assert sup.wait() == 0
-    elapsed = time.monotonic() - sent
     out = sup.output
     assert "worker.1: sending SIGTERM to pid" in out  # the main pid only, never the group
+    # inside the default 8 s budget: past it the supervisor would have sent SIGKILL
     assert "worker.1 exited with code 0" in out and "SIGKILL" not in out
-    assert elapsed < 8, elapsed  # well inside the default budget, without any SIGKILL
 
 
 def test_leftovers_of_a_killed_worker_die_with_it(run_supervisor, tmp_path, env):

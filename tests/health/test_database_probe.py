@@ -30,8 +30,9 @@ def run_probe(url: str, timeout: float) -> tuple[str, float]:
 
 
 def test_probe_child_against_a_closed_port_and_the_real_postgres():
-    answer, elapsed = run_probe(f"postgresql://u:pw@127.0.0.1:{free_port()}/x", 2)
-    assert answer == "fail connection refused" and elapsed < 2 + 1.5
+    # (its own timeout is the silent server's test below: a refusal is immediate)
+    answer, _ = run_probe(f"postgresql://u:pw@127.0.0.1:{free_port()}/x", 2)
+    assert answer == "fail connection refused"
     need(port_open(5432), "PostgreSQL on 127.0.0.1:5432")
     answer, _ = run_probe(PG_URL, 3)
     assert answer.startswith("ok ") and answer.endswith(" ms")
@@ -53,24 +54,22 @@ def test_dead_or_silent_database_is_degraded_within_its_timeout(run_supervisor, 
                                                                  silent_server):
     henv |= {"DATABASE_URL": f"postgresql://u:p@127.0.0.1:{silent_server}/x",
              "START_ALL_HEALTH_DB_TIMEOUT": "1.5"}
-    started = time.monotonic()
     sup = run_supervisor(f"web: {GUNICORN}\n", env=henv)
     hport = int(henv["START_ALL_HEALTH_PORT"])
     # while the database hangs, the endpoint answers at once: pending, not ready, not hung
     wait_health(hport, lambda c, r: True, what="the health server")
     t0 = time.monotonic()
     code, report = health(hport)
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 1.5  # an endpoint waiting on the check would take 1.5 s
     code, report = wait_health(
         hport, lambda c, r: r["checks"].get("database", {}).get("ok") is False,
         what="database degraded")
-    found_after = time.monotonic() - started
     # under load gunicorn may not have passed its own first probe yet: wait for that too
     code, report = wait_health(
         hport, lambda c, r: r["checks"]["database"]["ok"] is False
         and all(p["healthy"] for p in r["processes"]), what="web healthy, database not")
+    # the check's own 1.5 s deadline gave the answer, not libpq's own 2 s+ connect timeout
     assert report["checks"]["database"]["detail"] == "timeout: no answer within 1.5 s"
-    assert found_after < 1.5 + 4  # start-up + the timeout, not libpq's own 2 s+ timeout
     assert code == 200 and report["status"] == "degraded"  # web still serves: no restart
     assert request(hport, "/readyz")[0] == 503  # but not ready
     sup.signal(signal.SIGTERM)
