@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from benchkit import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -65,17 +67,6 @@ app.conf.result_expires = 600
 """
 
 
-def wait_until(predicate, timeout: float, what: str, every: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(every)
-
-
 def body_times(path: Path) -> list[tuple[float, int]]:
     if not path.exists():
         return []
@@ -97,7 +88,8 @@ def measure(app_module, n: int, rounds: int, done: Path) -> dict:
         t0 = time.time()
         result = chord(noop.s(i) for i in range(n))(collect.s())
         send.append(time.time() - t0)
-        wait_until(lambda seen=seen: len(body_times(done)) > seen, 300, "the chord body")
+        wait_until(lambda seen=seen: len(body_times(done)) > seen, 300, "the chord body",
+                   every=0.005)
         finished, count = body_times(done)[-1]
         assert count == n, f"the body got {count} results, not {n}"
         total.append(finished - t0)

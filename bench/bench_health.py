@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import free_port, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FLOOD = "yes " + "log-line-" * 11  # ~100-byte lines, as fast as the pipe takes them
@@ -45,21 +47,6 @@ NO_HEALTH = (
     "args = start.parser().parse_args([]); start.become_subreaper(); "
     "start.exec_runner(replace(start.resolve(args), health={}))"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -123,7 +110,7 @@ class Supervisor:
             pids = path.read_text().split() if path.exists() else []
             return int(pids[0]) if pids else None
 
-        self.pid = wait_for(child, 10, "PID 1")
+        self.pid = wait_until(child, 10, "PID 1")
 
     def pin(self, cpu: int) -> None:
         subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(self.pid)],
@@ -152,7 +139,7 @@ def scenario(work: Path, env: dict, flood: bool, args) -> dict:
     peer = None
     try:
         sup.pin(0)
-        wait_for(lambda: _healthy(hport) and _healthy(port), 30, "healthy")
+        wait_until(lambda: _healthy(hport) and _healthy(port), 30, "healthy")
         time.sleep(1)
         idle = memory(sup.pid)
         _, body = get(hport, "/healthz")
@@ -162,7 +149,7 @@ def scenario(work: Path, env: dict, flood: bool, args) -> dict:
             ["taskset", "-c", "0", str(BIN / "gunicorn"), "--chdir", str(work), "--bind",
              f"127.0.0.1:{peer_port}", "--workers", "1", "peer_app:app"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: _open(peer_port), 20, "the peer gunicorn")
+        wait_until(lambda: _open(peer_port), 20, "the peer gunicorn")
         for label, url in (
             ("start-all PID 1 /healthz (health port)", f"http://127.0.0.1:{hport}/healthz"),
             ("start-all PID 1 /livez (health port)", f"http://127.0.0.1:{hport}/livez"),
@@ -204,7 +191,7 @@ def main() -> int:
         results[flood] = scenario(work, env, flood, args)
     off = Supervisor(work, {**env, "START_ALL_HEALTH_PORT": "0"}, no_health=True)
     try:
-        wait_for(lambda: _open(port), 30, "web without health")
+        wait_until(lambda: _open(port), 30, "web without health")
         time.sleep(1)
         mem_off = memory(off.pid)
     finally:

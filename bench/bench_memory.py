@@ -25,7 +25,6 @@ import argparse
 import fcntl
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+from benchkit import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_SCRIPT = ROOT.parent / "shared" / "tools" / "container-runtime.sh"
@@ -85,23 +85,6 @@ def prepare_runtime() -> None:
             if line.startswith("export ") and "=" in line:
                 key, value = line[len("export ") :].split("=", 1)
                 os.environ[key] = value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def get_json(port: int, path: str) -> dict | None:
@@ -188,9 +171,10 @@ def run_stack(image: str, kind: str, env: dict, tasks: int, naive_settings: Path
     try:
         podman(*args)
         host_pid = int(podman("inspect", "-f", "{{.State.Pid}}", name))
-        wait_for(lambda: get_json(port, "/stats"), 120, f"{name} to serve /stats")
+        wait_until(lambda: get_json(port, "/stats"), 120, f"{name} to serve /stats", every=0.1)
         if kind != "naive":
-            wait_for(lambda: (get_json(port, "/healthz") or {}).get("ready"), 120, "ready")
+            wait_until(lambda: (get_json(port, "/healthz") or {}).get("ready"), 120, "ready",
+                       every=0.1)
         # idle: the median of 5 s of samples once serving
         idle = Sampler(host_pid)
         idle.start()
@@ -206,7 +190,7 @@ def run_stack(image: str, kind: str, env: dict, tasks: int, naive_settings: Path
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: post_booking(port, n), range(tasks)))
         posted = time.monotonic() - started
-        wait_for(
+        wait_until(
             lambda: (get_json(port, "/stats") or {}).get("confirmed", 0) >= tasks,
             600,
             f"{tasks} bookings confirmed",

@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_queue.py [--n 10000] [--slow-n 1000] [--samples 200]
                                           [--only native,pgqueuer,procrastinate,celery,django-q2]
     .venv/bin/python bench/bench_queue.py --only native,native-django-tasks,django-tasks-db
+    .venv/bin/python bench/bench_queue.py --only native,baseline,native,baseline \
+                                          --baseline /path/to/other/checkout
 
 Per queue: enqueue rate (one call per job, and batched), drain throughput of N no-op jobs with
 1 and 4 workers (threads for the native worker, processes for Celery and django-q2, async
@@ -15,6 +17,11 @@ table says which N each row used. A peer that cannot run is shown as "n/a: reaso
 runs in its own subprocess, one after another. Throughput is measured from the queue's own
 timestamps (first start to last finish) where it keeps them, else from the tasks' own clock.
 Prints a markdown table; exits 0.
+
+`--baseline PATH` adds the peer `baseline`: the same native measurement, run by another
+checkout of this project (PATH/.venv/bin/python, PATH on PYTHONPATH, its own database), to
+compare two versions in one run. A peer named twice in --only runs twice (rows "native #2"):
+alternating runs keep a loaded machine's drift out of the comparison.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from benchkit import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -59,17 +68,6 @@ def latency_rounds(samples: int, budget: float = 15.0):
         if i >= 20 and time.monotonic() > deadline:
             return
         yield i
-
-
-def wait_until(predicate, timeout: float, what: str, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(every)
 
 
 def rss_mib(pid: int) -> float:
@@ -121,7 +119,9 @@ def peer_native(args) -> dict:
             group(benchapp.noop.s() for _ in range(min(CHUNK, args.n - start))).apply_async()
         return args.n / (time.perf_counter() - t)
 
-    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
+    # the checkout being measured (another one for the `baseline` peer)
+    root = os.environ.get("BENCH_NATIVE_ROOT", str(ROOT))
+    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{root}"}
 
     def start(concurrency: int) -> subprocess.Popen:
         proc = subprocess.Popen(
@@ -751,6 +751,26 @@ def fmt(value, unit: str = "", digits: int = 0) -> str:
     return f"{value:,.{digits}f}{unit}"
 
 
+def versus_baseline(results: dict[str, dict]) -> list[str]:
+    """This checkout against --baseline's: medians over the repeated runs of each."""
+    def runs(peer: str) -> list[dict]:
+        return [r for key, r in results.items()
+                if key.split(" #")[0] == peer and "error" not in r]
+
+    mine, theirs = runs("native"), runs("baseline")
+    if not (mine and theirs):
+        return []
+    parts = []
+    for field, label in (("enqueue_single", "enqueue single"),
+                         ("enqueue_batch", "enqueue batched"), ("tput_1", "1 worker"),
+                         ("tput_4", "4 workers"), ("p50", "pickup p50"), ("rss", "idle RSS")):
+        a = statistics.median(r[field] for r in mine)
+        b = statistics.median(r[field] for r in theirs)
+        parts.append(f"{label} {a / b:.2f}x")
+    return [f"native vs baseline, medians of {len(mine)} and {len(theirs)} run(s) (>1: this "
+            f"checkout's figure is higher): " + ", ".join(parts)]
+
+
 def table(results: dict[str, dict], native_rss: float | None) -> str:
     rows = [
         "| queue | N | enqueue/s (single) | enqueue/s (batched) | jobs/s, 1 worker | "
@@ -788,6 +808,7 @@ def table(results: dict[str, dict], native_rss: float | None) -> str:
             goals.append(f"1-worker throughput vs django-q2 ORM: "
                          f"{native['tput_1'] / dq['tput_1']:.0f}x (goal >= 20)")
         goals.append(f"pickup p50 {native['p50']:.1f} ms (goal <= 5 ms, LISTEN/NOTIFY)")
+        goals.extend(versus_baseline(results))
         lines.append("\n".join(goals))
     return "\n".join(lines)
 
@@ -799,6 +820,8 @@ def main() -> int:
                         help="jobs per drain for the slow peers (procrastinate, django-q2)")
     parser.add_argument("--samples", type=int, default=200, help="pickup latency samples")
     parser.add_argument("--only", default=",".join(PEERS))
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (with its own .venv): adds the peer `baseline`")
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
@@ -816,26 +839,49 @@ def main() -> int:
     admin.execute(f'CREATE DATABASE "{name}"')
     db_url = urlunsplit(urlsplit(BASE_URL)._replace(path=f"/{name}"))
     results: dict[str, dict] = {}
+    peers = [p.strip() for p in args.only.split(",") if p.strip()]
+    if "baseline" in peers and args.baseline is None:
+        print("bench_queue: the peer baseline needs --baseline PATH (another checkout)",
+              file=sys.stderr)
+        return 2
+    if args.baseline is not None:
+        python = args.baseline.resolve() / ".venv" / "bin" / "python"
+        if not python.exists():
+            print(f"bench_queue: --baseline {args.baseline}: no .venv/bin/python there",
+                  file=sys.stderr)
+            return 2
+        if "baseline" not in peers:
+            peers.append("baseline")
+        admin.execute(f'CREATE DATABASE "{name}_baseline"')  # its schema may differ
     try:
-        for peer in [p.strip() for p in args.only.split(",") if p.strip()]:
+        for peer in peers:
             started = time.monotonic()
             print(f"running {peer} ...", file=sys.stderr, flush=True)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             if peer.startswith("pgqueuer-"):
                 env["BENCH_PGQ_DRIVER"] = peer.split("-", 1)[1]
+            python, runs, url = sys.executable, peer, db_url
+            if peer == "baseline":
+                root = args.baseline.resolve()
+                python, runs = str(root / ".venv" / "bin" / "python"), "native"
+                url = f"{db_url}_baseline"
+                env.update(PYTHONPATH=str(root), BENCH_NATIVE_ROOT=str(root))
             proc = subprocess.run(
-                [sys.executable, __file__, "--peer", peer, "--db", db_url, "--n", str(args.n),
+                [python, __file__, "--peer", runs, "--db", url, "--n", str(args.n),
                  "--slow-n", str(args.slow_n), "--samples", str(args.samples)],
                 capture_output=True, text=True, timeout=900, env=env,
             )
+            seen = sum(1 for key in results if key.split(" #")[0] == peer)
+            key = f"{peer} #{seen + 1}" if seen else peer
             if proc.returncode == 0:
-                results[peer] = json.loads(proc.stdout.strip().splitlines()[-1])
+                results[key] = json.loads(proc.stdout.strip().splitlines()[-1])
             else:
                 reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
-                results[peer] = {"error": reason}
+                results[key] = {"error": reason}
             print(f"  {peer}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}_baseline" WITH (FORCE)')
         admin.close()
     print(table(results, results.get("native", {}).get("rss")))
     print(f"\n(one run on this machine: {os.cpu_count()} CPUs, load average {load_before:.1f} "

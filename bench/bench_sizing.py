@@ -19,12 +19,13 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from benchkit import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,12 +34,6 @@ from supervisor import resources, sizing  # noqa: E402
 
 MIB = 1024 * 1024
 APPS = ROOT / "tests" / "health"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_cgroup(limit: int, name: str) -> str:

@@ -30,29 +30,13 @@ import time
 from pathlib import Path
 
 import psutil
+from benchkit import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "tests" / "fixtures" / "djangoapp"
 PEERS = ROOT / "bench" / ".peers"
 BIN = Path(sys.executable).parent
 GOALS = {"rss": 16.0, "restart": 50.0, "stop": 1500.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.001):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(step)
 
 
 def supervisord_binary() -> Path:
@@ -192,7 +176,7 @@ class Stack:
                     return False
             return qcluster_mains(self.proc.pid) and len(self.tree()) >= 7
 
-        wait_for(up, 60, f"{self.tool}: gunicorn + qcluster up", step=0.05)
+        wait_until(up, 60, f"{self.tool}: gunicorn + qcluster up", every=0.05)
         time.sleep(1.0)  # let the cluster finish forking before measuring
 
     def __enter__(self) -> Stack:
@@ -218,7 +202,8 @@ def restart_ms(stack: Stack) -> float | None:
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     try:
-        wait_for(lambda: qcluster_mains(stack.proc.pid) - before, 3, "a new qcluster")
+        wait_until(lambda: qcluster_mains(stack.proc.pid) - before, 3, "a new qcluster",
+                   every=0.001)
     except TimeoutError:
         return None
     return (time.monotonic() - killed) * 1000
@@ -264,14 +249,14 @@ def log_rate(tool: str, env: dict, lines: int) -> float:
         def first_line():
             return b"line 0 " in log.read_bytes()[:4096] and time.monotonic()
 
-        started = wait_for(first_line, 30, f"{tool}: first log line")
+        started = wait_until(first_line, 30, f"{tool}: first log line", every=0.001)
 
         def done():
             with open(log, "rb") as f:
                 f.seek(max(0, log.stat().st_size - 4096))
                 return last in f.read()
 
-        wait_for(done, 120, f"{tool}: last log line")
+        wait_until(done, 120, f"{tool}: last log line", every=0.001)
         return lines / (time.monotonic() - started)
 
 

@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchkit import free_port, wait_until  # noqa: E402  (bench/ is on sys.path above)
+
 from tests.pgcluster import PgCluster  # noqa: E402  (one throwaway-cluster implementation)
 
 BASE_URL = os.environ.get("CHAOS_BASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -55,25 +57,6 @@ SCENARIOS = ("kills", "tasks", "outage", "sigterm", "peers")  # --short leaves o
 
 
 # ----- small helpers ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
 
 
 def admin(sql: str, url: str = BASE_URL) -> None:

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from supervisor.native.job import JSON_ROWS, Job, rows_param
+from supervisor.native.serial import loads
 
 log = logging.getLogger("supervisor.native")
 
@@ -64,7 +65,10 @@ WHERE j.id = ANY(ARRAY(
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED))
-RETURNING j.id, j.task_id, j.name, j.queue, j.priority, j.args, j.kwargs, j.options, j.retries,
+RETURNING j.id, j.task_id, j.name, j.queue, j.priority,
+          -- as text: the driver's jsonb loader is a Python call per value (executor.Held
+          -- decodes them, the common empty ones without a parser)
+          j.args::text, j.kwargs::text, j.options::text, j.retries,
           j.ignore_result, j.revoke, coalesce(j.expires_at <= now(), false) AS expired,
           j.orphaned > 0 AS strict, extract(epoch FROM j.run_at)::float8 AS run_at
 """
@@ -252,15 +256,20 @@ def is_pooler(url: str) -> bool:
 
 
 _TRIVIAL = {b"[]": list, b"{}": dict, b"null": lambda: None}
+_PLAIN = json.JSONDecoder().decode  # built once: json.loads(bytes) costs twice as much
 
 
 def _loads(data: bytes) -> Any:
-    """serial.loads, with the common empty args/kwargs/options decoded without a parser
-    (about 2 us each: a noticeable part of a no-op job's cost)."""
-    from supervisor.native.serial import loads
-
-    make = _TRIVIAL.get(bytes(data)) if len(data) <= 4 else None
-    return make() if make is not None else loads(data)
+    """serial.loads for the worker's rows (psycopg hands bytes): the common empty
+    args/kwargs/options without a parser, JSON holding no typed envelope with the plain C
+    parser (serial's object hook is Python, called for every object), the rest typed."""
+    if len(data) <= 4:
+        make = _TRIVIAL.get(data)
+        if make is not None:
+            return make()
+    if b"__type__" not in data:  # every envelope of serial's carries this key
+        return _PLAIN(data.decode())
+    return loads(data)
 
 
 CONNECT_TIMEOUT = 5  # seconds; a host that does not answer must not hang a caller forever
@@ -572,7 +581,9 @@ class PgWorkerDb:
     def finish_params(rows: list[tuple]) -> list:
         """FINISH's one parameter from (id, token, status, result, traceback, countdown,
         args, kwargs, forget) rows."""
-        params = FinishParams([json.dumps([(i, str(t), *rest) for i, t, *rest in rows])])
+        texts: dict = {}  # one token per claim: its text once, not once a job
+        params = FinishParams([json.dumps([
+            (i, texts.get(t) or texts.setdefault(t, str(t)), *rest) for i, t, *rest in rows])])
         params.plain = all(status != "RETRY" and not forget
                            for _i, _t, status, *_rest, forget in rows)
         return params
