@@ -156,7 +156,7 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         pending = task.request.retry_request
         if pending is not None:
             raise pending
-        encoded = dumps_result(value)
+        encoded = "null" if value is None else dumps_result(value)
         status = SUCCESS
         task.on_success(value, job.task_id, args, kwargs)
         if dispatch.task_success.receivers:

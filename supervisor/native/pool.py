@@ -89,7 +89,8 @@ class ThreadPool:
 
     def run(self, job: Held) -> Outcome:
         ident = threading.get_ident()
-        _wakers.setdefault(ident, threading.Event())
+        if ident not in _wakers:  # (setdefault would build an Event per job)
+            _wakers[ident] = threading.Event()
         return execute(self.worker.app, job, self.worker.hostname, self.worker.lock)
 
     def _interrupt(self, job: Held, exc_type: type[BaseException]) -> bool:
