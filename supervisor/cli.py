@@ -20,18 +20,23 @@ SUBCOMMANDS = {
     "migrate": ("supervisor.kit.migrate", "run the release migrations, one container at a time"),
     "schedules": ("supervisor.kit.schedules", "sync periodic tasks (schedules as code)"),
 }
-# Stop signals are held (blocked, not lost) from the first instruction of `start-all` until the
-# runner's handlers exist: as PID 1 a signal without a handler is dropped, and validating takes
-# a while. A blocked mask and pending signals survive exec; runtime.py unblocks them.
+# Stop signals are held (blocked, not lost) from the first line of `start-all` (bin/start-all,
+# __main__.py: the same four) until the runner's handlers exist: as PID 1 a signal without a
+# handler is dropped, and validating takes a while. A blocked mask and pending signals survive
+# exec; runtime.py unblocks them. Before that first line runs, the interpreter's own start-up
+# (docs/health.md, "Signals") is a window no Python code can close.
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, mask: set[int] | None = None) -> int:
+    """`mask`: the signal mask from before bin/start-all (or __main__) held HELD_SIGNALS."""
     argv = sys.argv[1:] if argv is None else argv
     starting = not (argv and argv[0] in SUBCOMMANDS)
     if starting:
         signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    elif mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a subcommand holds nothing
     try:
         try:
             if starting:

@@ -27,6 +27,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "START_ALL_"
 SIGNAL_NAMES = {"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"}
 PROCESS_FIELDS_PREFIX = ENV_PREFIX + "PROCESSES__"
+# START_ALL_ names that are not start-all's settings, so that an exported one (in the shell
+# that also runs docker-compose, say) is no "unknown setting"; every START_ALL_ name in the
+# templates, examples and docs is a setting or listed here (tests/core/test_config.py).
+OTHER_TOOLS_NAMES = {
+    "START_ALL_IMAGE": "examples/docker-compose/*.yml: the image the services run",
+    "START_ALL_TEST_LATEST": "scripts/test.sh: 0 skips the run on the newest releases",
+    "START_ALL_DB_TIMEOUT": "set by the supervisor for its database probe child",
+}
+# Django settings (settings.py), read by the kit and the native worker, never the environment
+DJANGO_SETTING_NAMES = ("START_ALL_SCHEDULES", "START_ALL_NATIVE_APP",
+                        "START_ALL_SETTINGS_CHANGES")
 
 
 class ConfigError(ValueError):
@@ -159,8 +170,12 @@ def unknown_setting(name: str, known: set[str]) -> ConfigError:
 def load_settings(environ: Mapping[str, str], **overrides: object) -> Settings:
     """Settings from `environ` (normally os.environ) plus command-line overrides."""
     known = known_variables()
+    environ = {k: v for k, v in environ.items() if k.upper() not in OTHER_TOOLS_NAMES}
     for key in environ:
         upper = key.upper()
+        if upper in DJANGO_SETTING_NAMES:
+            raise ConfigError(f"{key} is a Django setting (in settings.py), not an environment "
+                              "variable")
         if upper.startswith(ENV_PREFIX) and upper not in known:
             if not upper.startswith(PROCESS_FIELDS_PREFIX):
                 raise unknown_setting(key, known)

@@ -219,3 +219,48 @@ def test_native_worker_on_real_celery_gets_the_celery_escalation(tmp_path):
     # (the native CLI hands it to celery), never celery's options it would reject
     assert celery["command"] == line.split(": ", 1)[1].strip()
     assert celery["env"]["START_ALL_WORKER_CONCURRENCY"]
+
+
+# where a user meets START_ALL_ names: every one of them must be accepted by start-all
+USER_FACING = ["templates", "examples", "docs", "README.md", "supervisor/kit/templates",
+               "scripts", "Dockerfile", "Procfile"]
+
+
+def start_all_names_in_the_project() -> dict[str, str]:
+    """name -> the first file that uses it."""
+    import re
+
+    found: dict[str, str] = {}
+    for top in USER_FACING:
+        root = ROOT / top
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if not path.is_file() or "__pycache__" in path.parts:
+                continue
+            text = path.read_text(errors="replace")
+            for name in re.findall(r"START_ALL_[A-Z0-9_]+", text):
+                found.setdefault(name, str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_start_all_name_in_templates_examples_and_docs_is_accepted():
+    from supervisor import settings
+
+    names = start_all_names_in_the_project()
+    assert "START_ALL_IMAGE" in names and "START_ALL_STOP_TIMEOUT" in names  # the scan works
+    for name, where in names.items():
+        if name.endswith("__"):  # START_ALL_PROCESSES__<NAME>__<FIELD>, as written in docs
+            assert name == settings.PROCESS_FIELDS_PREFIX, where
+            continue
+        if name in settings.DJANGO_SETTING_NAMES:
+            with pytest.raises(settings.ConfigError, match="is a Django setting"):
+                settings.load_settings({name: "x"})
+            continue
+        known = name in settings.known_variables() or name in settings.OTHER_TOOLS_NAMES
+        assert known, f"{name} ({where}) is neither a setting nor in OTHER_TOOLS_NAMES"
+
+
+def test_the_compose_files_image_variable_is_no_unknown_setting(tmp_path):
+    result = start_all(tmp_path, "--dry-run", env={"START_ALL_IMAGE": "shop:1",
+                                                    "START_ALL_TEST_LATEST": "0"},
+                       procfile="web: sleep 1\n")
+    assert result.returncode == 0, result.stderr
