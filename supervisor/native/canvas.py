@@ -11,8 +11,10 @@ import json
 import uuid
 from typing import Any
 
+from supervisor.native import stamping
 from supervisor.native.current import current_app
 from supervisor.native.result import AsyncResult, GroupResult
+from supervisor.native.stamping import StampingVisitor
 
 # options keys that make a job part of a workflow (the worker's finish hook looks for them)
 FLOW_KEYS = ("chain", "link", "link_error", "chord", "replaces")
@@ -187,8 +189,16 @@ class Signature(dict):
         return NotImplemented
 
     def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
-        raise NotImplementedError("stamping (Signature.stamp, StampingVisitor) is not supported "
-                                  "by the native worker; pass headers= to apply_async instead")
+        """Label this task and everything inside it (see stamping.py)."""
+        stamping.stamp(self, visitor, append_stamps, headers, self._revive_one)
+
+    def stamp_links(self, visitor: Any = None, append_stamps: bool = False,
+                    **headers: Any) -> None:
+        """Stamp only this signature's callbacks and errbacks."""
+        stamping.stamp_links(self, visitor, append_stamps, headers, self._revive_one)
+
+    def _revive_one(self, value: Any) -> Signature:
+        return maybe_signature(value, self._app)
 
     def __invert__(self) -> Any:
         return self.apply_async().get()
@@ -205,13 +215,6 @@ class Signature(dict):
     def _freeze_all(self) -> Any:
         """Give every task inside an id; returns the result object the caller will hold."""
         return self.freeze()
-
-
-class StampingVisitor:
-    """Celery's stamping API is not supported here: Signature.stamp() says so."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:

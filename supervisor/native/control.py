@@ -203,6 +203,21 @@ class Control:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.backend.revoke(ids, terminate=terminate)
 
+    def revoke_by_stamped_headers(self, headers: dict, destination: Any = None,
+                                  terminate: bool = False, signal: Any = None,
+                                  reply: bool = False, timeout: float = 1.0,
+                                  **_ignored: Any) -> list[dict] | None:
+        """Revoke the tasks stamped with these values ({stamp: value or [values]}), those
+        waiting or running now and those sent later (see stamping.py)."""
+        from supervisor.native import stamping
+
+        stamping.revoke_by_stamped_headers(self.app, headers, terminate=terminate)
+        if not reply:
+            return None
+        done = "revoked" if terminate else "flagged as revoked, but not terminated"
+        workers = Inspect(self.app, destination=destination, timeout=timeout).ping() or {}
+        return [{name: {"ok": f"headers {headers} {done}"}} for name in workers]
+
     def inspect(self, destination: list[str] | str | None = None, timeout: float = 1.0,
                 **options: Any) -> Inspect:
         return Inspect(self.app, destination=destination, timeout=timeout, **options)
@@ -235,7 +250,6 @@ for _name, _why in {
     "add_consumer": "start a worker with -Q", "cancel_consumer": "start a worker with -Q",
     "enable_events": "there is no event stream; read the jobs table or use signals",
     "disable_events": "there is no event stream; read the jobs table or use signals",
-    "revoke_by_stamped_headers": "stamping is not supported",
 }.items():
     setattr(Control, _name, _unsupported(_name, _why))
 

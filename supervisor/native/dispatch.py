@@ -88,6 +88,35 @@ class Request:
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
 
+    def _options(self) -> dict:
+        return self.__dict__.get("options") or {}
+
+    @property
+    def stamps(self) -> dict:
+        """The job's stamps (stamping.py), read from its stored options."""
+        return ((self._options().get("headers") or {}).get("stamps")) or {}
+
+    @property
+    def stamped_headers(self) -> list:
+        return list(self.stamps)
+
+    task_name = property(lambda self: self.__dict__.get("name"))
+
+    @property
+    def callbacks(self) -> list | None:
+        return self._options().get("link")
+
+    @property
+    def errbacks(self) -> list | None:
+        return self._options().get("link_error")
+
+    @property
+    def __payload(self) -> tuple:  # Celery's Request._Request__payload: (args, kwargs, embed)
+        options = self._options()
+        embed = {"callbacks": options.get("link"), "errbacks": options.get("link_error"),
+                 "chain": options.get("chain"), "chord": options.get("chord")}
+        return (self.__dict__.get("args"), self.__dict__.get("kwargs"), embed)
+
     def __repr__(self) -> str:
         return f"<Request: {self.__dict__.get('name')}[{self.__dict__.get('id')}]>"
 
@@ -109,6 +138,9 @@ def publishing(jobs: list, after: bool = False) -> None:
                    "root_id": (options or {}).get("root_id"),
                    "parent_id": (options or {}).get("parent_id"),
                    "ignore_result": job.ignore_result}
+        stored = (options or {}).get("headers")
+        if stored:  # custom headers and stamps, as in Celery's message headers
+            headers.update(stored)
         extra = {} if after else {
             "properties": {"correlation_id": job.task_id, "priority": job.priority},
             "declare": [], "retry_policy": None}

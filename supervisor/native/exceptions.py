@@ -84,3 +84,31 @@ class ChordError(NativeError):
 
 class ImproperlyConfigured(NativeError):
     """A setting has a value that cannot work."""
+
+
+class UnpickleableExceptionWrapper(Exception):
+    """A task's exception whose class could not be rebuilt from its stored arguments (its
+    `__init__` refuses them). It keeps what was stored: the class's module and name, the
+    arguments and their text. The rebuilt object is also an instance of the original class
+    when that class can be imported, so `except ThatError` still catches it."""
+
+    def __init__(self, exc_module: str, exc_cls_name: str, exc_args: tuple,
+                 text: str | None = None) -> None:
+        self.exc_module, self.exc_cls_name = exc_module, exc_cls_name
+        self.exc_args = tuple(exc_args)
+        self.text = text if text is not None else ", ".join(map(str, self.exc_args))
+        Exception.__init__(self, exc_module, exc_cls_name, self.exc_args, self.text)
+
+    def __str__(self) -> str:
+        return f"{self.exc_cls_name}({', '.join(map(repr, self.exc_args))})"
+
+    def __reduce__(self) -> tuple:
+        return (UnpickleableExceptionWrapper,
+                (self.exc_module, self.exc_cls_name, self.exc_args, self.text))
+
+    def restore(self) -> BaseException:
+        """The original exception, built without calling its `__init__`."""
+        from supervisor.native.serial import exception_from_dict
+
+        return exception_from_dict({"exc_module": self.exc_module, "exc_type": self.exc_cls_name,
+                                    "exc_message": list(self.exc_args)}, wrap=False)

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from supervisor.native import dispatch
+from supervisor.native import dispatch, stamping
 from supervisor.native.exceptions import Ignore, NotRegistered, Reject, Retry, TaskRevokedError
 from supervisor.native.flow import Replaced, run_errbacks_in_worker
 from supervisor.native.serial import dumps, dumps_result, exception_to_dict, loads
@@ -127,6 +127,12 @@ def request_fields(job: Held, hostname: str, task: Any = None) -> dict:
     return fields
 
 
+def _revoked_by_stamp(app: Any, job: Held) -> bool:
+    """A stamped job matching a revoke_by_stamped_headers (one query, stamped jobs only)."""
+    stamps = stamping.stamps_of(job.options)
+    return bool(stamps) and stamping.is_revoked(app, stamps)
+
+
 def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
     """Run one job in this (executor) thread and describe how it ended; never raises."""
     task = app.tasks.get(job.name)
@@ -135,7 +141,7 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         dispatch.task_unknown.send(sender=None, message=None, exc=unknown, name=job.name,
                                    id=job.task_id)
         return Outcome(job, FAILURE, exception_to_dict(unknown))
-    if job.expired or job.revoke:
+    if job.expired or job.revoke or (job.options and _revoked_by_stamp(app, job)):
         dispatch.task_revoked.send(sender=task, request=request_of(job, hostname),
                                    terminated=False, signum=None, expired=bool(job.expired))
         reason = "expired" if job.expired else "revoked"

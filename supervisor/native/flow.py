@@ -69,7 +69,7 @@ class Plan:
         """Plan `sig` called with `args` first, then the chain steps in `after`."""
         after = list(after or [])
         if isinstance(sig, chain):
-            steps = _upgrade_groups(sig.tasks) or []
+            steps = _upgrade_groups([_unroll_single(step) for step in sig.tasks]) or []
             if not steps:
                 return
             tail_opts = {k: sig.options[k] for k in ("link",) if sig.options.get(k)}
@@ -141,13 +141,22 @@ class Plan:
             flow["chord"] = chord_id
         for key in ("link", "link_error"):
             callbacks = options.pop(key, None)
+            if isinstance(callbacks, dict):  # one signature set as the option itself
+                callbacks = [callbacks]
             if callbacks:
                 flow[key] = [dict(maybe_signature(c, self.app)) for c in callbacks]
-        for key in ("group_id", "group_index", "replaces"):
+        for key in ("group_id", "group_index", "replaces", "replaced_task_nesting"):
             if options.get(key) is not None:
                 flow[key] = options.pop(key)
         job = sig.type.build_job(call_args, sig.kwargs, task_id=task_id, flow=flow, **options)
         self.jobs.append(job)
+
+
+def _unroll_single(step: Signature) -> Signature:
+    """In a chain, a group of one task is that task (as in Celery)."""
+    if type(step) is group and len(step.tasks) == 1:
+        return step.tasks[0]
+    return step
 
 
 def _upgrade_groups(steps: list[Signature]) -> list[Signature]:
@@ -430,6 +439,9 @@ def replacement(task: Any, sig: Any) -> Replaced:
 def _replace(app: Any, event: Finished, plan: Plan, flow: dict) -> None:
     """Plan a task's replacement: it inherits the task's place in its workflow."""
     sig = maybe_signature(event.result, app)
+    nesting = (flow.get("replaced_task_nesting") or 0) + 1  # request.replaced_task_nesting
+    for step in sig.tasks if isinstance(sig, chain) else [sig]:
+        step.options["replaced_task_nesting"] = nesting
     tail = sig.tail()
     tail.options["replaces"] = [*(flow.get("replaces") or ()), event.task_id]
     for key in ("link", "link_error"):

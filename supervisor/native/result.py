@@ -85,6 +85,11 @@ class AsyncResult(_ResultBase):
         self.parent = parent
         self.ignored = False  # sent with ignore_result: get() returns None at once
 
+    @property
+    def backend(self) -> Any:
+        """The app's store (Celery's result backend): get_task_meta, get_state."""
+        return self.app.backend
+
     def _meta(self) -> dict | None:
         if self._cache is not None:
             return self._cache
@@ -195,6 +200,14 @@ class AsyncResult(_ResultBase):
     def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
                wait: bool = False, timeout: float | None = None) -> None:
         self.app.control.revoke(self.id, terminate=terminate)
+        self._cache = None
+
+    def revoke_by_stamped_headers(self, headers: dict, connection: Any = None,
+                                  terminate: bool = False, signal: Any = None,
+                                  wait: bool = False, timeout: float | None = None) -> None:
+        """Revoke every task stamped with these values (not only this one), as Celery's."""
+        self.app.control.revoke_by_stamped_headers(headers, terminate=terminate, reply=wait,
+                                                   timeout=timeout or 1.0)
         self._cache = None
 
     def forget(self) -> None:
@@ -390,3 +403,21 @@ class GroupResult(ResultSet):
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(str(r) for r in self.results)}]>"
+
+
+class BackendMeta:
+    """Celery's result-backend reads on `app.backend` (the store mixes this in): a task's
+    state and meta, as AsyncResult sees them."""
+
+    app: Any
+
+    def get_state(self, task_id: str) -> str:
+        return AsyncResult(task_id, app=self.app).state
+
+    def get_task_meta(self, task_id: str, cache: bool = True) -> dict:
+        result = AsyncResult(task_id, app=self.app)
+        return {"task_id": task_id, "status": result.state, "result": result.result,
+                "traceback": result.traceback, "date_done": result.date_done,
+                "children": [], "name": result.name, "args": result.args,
+                "kwargs": result.kwargs, "retries": result.retries}
+

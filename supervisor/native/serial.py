@@ -16,7 +16,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from supervisor.native.exceptions import EncodeError
+from supervisor.native.exceptions import EncodeError, UnpickleableExceptionWrapper
 
 
 def _envelope(kind: str, value: Any) -> dict:
@@ -43,6 +43,10 @@ def encode_extra(value: Any) -> Any:
             return _envelope("base64", base64.b64encode(raw).decode("ascii"))
     if hasattr(value, "as_tuple"):  # a result handle returned by a task, as Celery sends it
         return value.as_tuple()
+    if hasattr(value, "model_dump") and hasattr(type(value), "model_fields"):
+        # a pydantic model passed by the caller: its JSON form (a pydantic=True task
+        # validates it back into the model)
+        return value.model_dump(mode="json")
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -151,8 +155,11 @@ def _find_class(module: str, name: str) -> type | None:
     return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
 
 
-def exception_from_dict(data: dict) -> BaseException:
-    """Rebuild the exception; an unimportable class becomes a look-alike of the same name."""
+def exception_from_dict(data: dict, wrap: bool = True) -> BaseException:
+    """Rebuild the exception; an unimportable class becomes a look-alike of the same name.
+    A class whose `__init__` refuses its own stored arguments comes back as an
+    UnpickleableExceptionWrapper that is also an instance of that class (wrap=False: the
+    class itself, its `__init__` skipped)."""
     name = data.get("exc_type", "Exception")
     module = data.get("exc_module", "builtins")
     args = data.get("exc_message", [])
@@ -164,7 +171,26 @@ def exception_from_dict(data: dict) -> BaseException:
     try:
         return cls(*args)
     except Exception:
-        # a custom __init__ that wants other arguments: keep the class, set args directly
-        exc = cls.__new__(cls)
+        kind = _wrapper_class(cls) if wrap else cls
+        exc = kind.__new__(kind)
         exc.args = tuple(args)
+        if wrap:
+            exc.exc_module, exc.exc_cls_name = module, name
+            exc.exc_args, exc.text = tuple(args), ", ".join(map(str, args))
         return exc
+
+
+_WRAPPERS: dict[type, type] = {}
+
+
+def _wrapper_class(cls: type) -> type:
+    """UnpickleableExceptionWrapper and `cls` at once (one class per original, cached)."""
+    kind = _WRAPPERS.get(cls)
+    if kind is None:
+        try:
+            kind = type(cls.__name__, (UnpickleableExceptionWrapper, cls),
+                        {"__module__": cls.__module__, "__init__": Exception.__init__})
+        except TypeError:  # incompatible layouts: the wrapper alone
+            kind = UnpickleableExceptionWrapper
+        _WRAPPERS[cls] = kind
+    return kind

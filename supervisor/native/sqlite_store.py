@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from supervisor.native.job import Job
+from supervisor.native.result import BackendMeta
 from supervisor.native.serial import loads
 
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
@@ -183,7 +184,7 @@ class _Locked:
                 self._conn = None
 
 
-class SqliteStore:
+class SqliteStore(BackendMeta):  # get_task_meta, get_state (result.py)
     """Producer side: enqueue, results, revoke."""
 
     def __init__(self, url: str, app: Any) -> None:

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from supervisor.native.job import JSON_ROWS, Job, rows_param
+from supervisor.native.result import BackendMeta
 from supervisor.native.serial import loads
 
 log = logging.getLogger("supervisor.native")
@@ -329,7 +330,7 @@ def migrate(conn: Any) -> list[str]:
     return applied_now
 
 
-class PgStore:
+class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
     """Producer-side access (enqueue, results, revoke) over one shared connection."""
 
     def __init__(self, url: str, app: Any) -> None:

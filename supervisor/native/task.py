@@ -10,8 +10,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from supervisor.native import states
-from supervisor.native.canvas import Signature, callbacks_option, chunks, group, xmap, xstarmap
+from supervisor.native import stamping, states
+from supervisor.native.canvas import (
+    Signature,
+    callbacks_option,
+    chunks,
+    group,
+    maybe_signature,
+    xmap,
+    xstarmap,
+)
 from supervisor.native.exceptions import (
     EncodeError,
     Ignore,
@@ -65,6 +73,8 @@ class Context:
         self.chain: list | None = None
         self.replaced_task_nesting = 0
         self.retry_request: Retry | None = None  # set by retry(throw=False)
+        self.stamps: dict | None = None  # a stamped job's stamps (stamping.py)
+        self.stamped_headers: list | None = None
         self.__dict__.update(fields)
         self.timelimit = (self.time_limit, self.soft_time_limit)
         self.group = self.group_id  # Celery's name for it
@@ -222,6 +232,14 @@ class Task:
     def replace(self, sig: Any) -> None:
         """Replace this running task by `sig`: it takes over this task's place in its
         workflow, and this task's result becomes sig's result."""
+        sig = maybe_signature(sig, self.app)
+        stamps = self.request.stamps
+        if stamps:  # the replacement keeps this task's stamps
+            sig.stamp(**stamps)
+        return self.on_replace(sig)
+
+    def on_replace(self, sig: Any) -> None:
+        """Called with the replacing signature (Celery's hook); raises to end this task."""
         raise replacement(self, sig)
 
     def build_job(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
@@ -244,6 +262,10 @@ class Task:
         hard = time_limit if time_limit is not None else self.time_limit
         soft = soft_time_limit if soft_time_limit is not None else self.soft_time_limit
         if unknown:
+            if "stamped_headers" in unknown:  # a stamped signature: stamps go with the row
+                stamps = stamping.take(unknown)
+                if stamps:
+                    headers = stamping.job_headers(headers, stamps)
             _check_options(self.name, {k: v for k, v in unknown.items()
                                        if k not in MESSAGE_PROPERTIES})
         if hard is not None and soft is not None and float(soft) > float(hard):
@@ -358,6 +380,9 @@ class Task:
             )
         if eta is None and countdown is None:
             countdown = self.default_retry_delay
+        if (args is not None and kwargs is None and request.kwargs) or (
+                kwargs is not None and args is None and request.args):
+            args, kwargs = _switch_convention(self, request, args, kwargs)
         retry = Retry(exc=exc, when=eta if eta is not None else countdown)
         retry.countdown = countdown
         retry.eta = eta
@@ -399,6 +424,31 @@ def _check_options(name: str, unknown: dict) -> None:
     bad = sorted(k for k, v in unknown.items() if k not in HARMLESS_OPTIONS and v is not None)
     if bad:
         raise TypeError(f"{name}: apply_async() got unsupported option(s): {', '.join(bad)}")
+
+
+def _switch_convention(task: Task, request: Context, args: Any, kwargs: Any
+                       ) -> tuple[Any, Any]:
+    """retry(args=...) on a call made with kwargs, or the reverse: keep what the caller
+    passed, minus what the new arguments now pass another way (as Celery 5.7)."""
+    fun = getattr(task, "__wrapped__", None)
+    try:
+        params = list(_signature_of(fun).parameters.values()) if fun else None
+    except (TypeError, ValueError):
+        params = None
+    if not params:
+        return args, kwargs
+    if task.bind:
+        params = params[1:]
+    named = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    if args is not None:  # new positional args fill the first parameters
+        taken = {p.name for p in named[:len(args)]}
+        return args, {k: v for k, v in request.kwargs.items() if k not in taken}
+    old = list(request.args)
+    if len(old) > len(named) or any(p.kind is p.POSITIONAL_ONLY for p in params[:len(old)]):
+        return args, kwargs  # the old positions cannot be named: leave it to the call
+    if not any(p.name in kwargs for p in named[:len(old)]):
+        return args, kwargs
+    return [], {**{p.name: v for p, v in zip(named, old, strict=False)}, **kwargs}
 
 
 def _retry_call(retry: Retry, args: list, kwargs: dict) -> tuple[list, dict]:

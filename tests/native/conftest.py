@@ -73,6 +73,19 @@ def qapp(db, pg_url):
     qtasks.app.close()
 
 
+@pytest.fixture
+def flow(db, pg_url):
+    """The flowtasks app in this process, pointed at the test database."""
+    sys.path.insert(0, str(APPS))
+    import flowtasks
+
+    flowtasks.app.close()
+    flowtasks.app.conf.broker_url = pg_url
+    db.execute("TRUNCATE start_all.chords, start_all.groups")
+    yield flowtasks
+    flowtasks.app.close()
+
+
 class WorkerProcess:
     """`python -m supervisor.native worker` for real, with its own log file."""
 

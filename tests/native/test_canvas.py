@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import signal
-import sys
 
 import pytest
-from conftest import APPS, lines
+from conftest import lines
 
 from tests.conftest import wait_for
-
-
-@pytest.fixture
-def flow(db, pg_url):
-    """The flowtasks app in this process, pointed at the test database."""
-    sys.path.insert(0, str(APPS))
-    import flowtasks
-
-    flowtasks.app.close()
-    flowtasks.app.conf.broker_url = pg_url
-    db.execute("TRUNCATE start_all.chords, start_all.groups")
-    yield flowtasks
-    flowtasks.app.close()
 
 
 def start_flow_worker(start_worker, *args, **kw):

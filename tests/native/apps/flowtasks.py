@@ -136,3 +136,48 @@ def shared_add(x, y):
 def sleeper(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@app.task(bind=True)
+def stamps_seen(self, *args):
+    """What a stamped task sees: its request's stamps (and its own label, when given)."""
+    return {"args": list(args), "stamps": self.request.stamps,
+            "stamped_headers": sorted(self.request.stamped_headers or [])}
+
+
+@app.task(bind=True)
+def stamps_with_header_results(self, results):
+    return {"header": results, "stamps": self.request.stamps}
+
+
+@app.task(bind=True, max_retries=1)
+def stamped_retry(self):
+    if not self.request.retries:
+        raise self.retry(countdown=0)
+    return self.request.stamps
+
+
+class StampsOnReplace(Task):
+    def on_replace(self, sig):
+        sig.stamp(replaced="yes")
+        return super().on_replace(sig)
+
+
+@app.task(bind=True, base=StampsOnReplace)
+def replace_stamped(self):
+    return self.replace(stamps_seen.si("replacement"))
+
+
+class PickyError(Exception):
+    """Its __init__ refuses the arguments it stores: it cannot be rebuilt from them."""
+
+    def __init__(self, message, code=None):
+        if code is None:
+            raise TypeError("code is required")
+        super().__init__(message)
+        self.code = code
+
+
+@app.task
+def picky_error():
+    raise PickyError("bad thing", 7)
