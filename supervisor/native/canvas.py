@@ -248,7 +248,21 @@ def _signatures(tasks: tuple, app: Any = None) -> list[Signature]:
     return [maybe_signature(t, app) for t in tasks]
 
 
-class chain(Signature):  # noqa: N801 - Celery's name
+class _Steps(Signature):
+    """What chain and group share: a list of signatures in kwargs["tasks"], and their app."""
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self.kwargs["tasks"]
+
+    @property
+    def app(self) -> Any:
+        if self._app is not None:
+            return self._app
+        return self.tasks[0].app if self.tasks else current_app()
+
+
+class chain(_Steps):  # noqa: N801 - Celery's name
     """chain(a, b, c) or a | b | c: each result becomes the first argument of the next."""
 
     def __init__(self, *tasks: Any, **options: Any) -> None:
@@ -261,16 +275,6 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def _revive(self) -> None:
         self.kwargs["tasks"] = [maybe_signature(t, self._app) for t in self.kwargs["tasks"]]
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return self.kwargs["tasks"]
-
-    @property
-    def app(self) -> Any:
-        if self._app is not None:
-            return self._app
-        return self.tasks[0].app if self.tasks else current_app()
 
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> chain:
         new = Signature.clone(self, **options)
@@ -335,7 +339,7 @@ def _unroll(tasks: list[Signature]) -> list[Signature]:
     return out
 
 
-class group(Signature):  # noqa: N801 - Celery's name
+class group(_Steps):  # noqa: N801 - Celery's name
     """group(a, b, c): run in parallel; the result is the list of their results."""
 
     def __init__(self, *tasks: Any, **options: Any) -> None:
@@ -346,16 +350,6 @@ class group(Signature):  # noqa: N801 - Celery's name
     def _revive(self) -> None:
         self.kwargs["tasks"] = _unroll(
             [maybe_signature(t, self._app) for t in self.kwargs["tasks"]])
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return self.kwargs["tasks"]
-
-    @property
-    def app(self) -> Any:
-        if self._app is not None:
-            return self._app
-        return self.tasks[0].app if self.tasks else current_app()
 
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> group:
         new = Signature.clone(self, **options)
