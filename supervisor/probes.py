@@ -76,20 +76,43 @@ def tcp_probe(port: int, host: str = "127.0.0.1", timeout: float = WEB_TIMEOUT) 
         return False, f"port {port}: {error.strerror or 'connect failed'}"
 
 
-def http_probe(port: int, path: str, timeout: float = 2.0) -> tuple[bool, str]:
-    """GET path on 127.0.0.1:port; any answer below 500 counts as up."""
+def http_status(port: int, path: str, timeout: float, host: str = "localhost"
+                ) -> tuple[int | None, str]:
+    """GET path on 127.0.0.1:port within `timeout` seconds in all: (status code, "") or
+    (None, why not: "refused", "timeout", "not an HTTP answer", an OS error). Used by the web
+    probe below and by the application check (webprobe.py)."""
+    # X-Forwarded-Proto as the platform's proxy sends it: an app that redirects plain HTTP
+    # (Django's SECURE_SSL_REDIRECT behind SECURE_PROXY_SSL_HEADER) shows its page, not a 301
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: start-all-probe\r\n"
+               "X-Forwarded-Proto: https\r\nAccept: */*\r\nConnection: close\r\n\r\n")
+    deadline = time.monotonic() + timeout
+    head = b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-            conn.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-            head = conn.recv(64)
+            conn.sendall(request.encode())
+            while b"\r\n" not in head and len(head) < 256:
+                conn.settimeout(max(0.001, deadline - time.monotonic()))
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                head += chunk
+    except ConnectionRefusedError:
+        return None, "refused"
     except TimeoutError:
-        return False, f"GET :{port}{path}: timed out"
+        return None, "timeout"
     except OSError as error:
-        return False, f"GET :{port}{path}: {error.strerror or 'failed'}"
+        return None, error.strerror or "failed"
     parts = head.split(b" ", 2)
     if len(parts) < 2 or not parts[1].isdigit():
-        return False, f"GET :{port}{path}: not an HTTP answer"
-    code = int(parts[1])
+        return None, "not an HTTP answer"
+    return int(parts[1]), ""
+
+
+def http_probe(port: int, path: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """GET path on 127.0.0.1:port; any answer below 500 counts as up."""
+    code, why = http_status(port, path, timeout)
+    if code is None:
+        return False, f"GET :{port}{path}: {why}"
     return code < 500, f"GET :{port}{path} answered {code}"
 
 

@@ -17,43 +17,22 @@ the whole timeout delays nothing else. Standard library only: it runs inside PID
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
-USER_AGENT = "start-all-web-probe"
+from supervisor.probes import http_status
 
 
 def get_status(port: int, path: str, host: str, timeout: float) -> tuple[bool | None, str]:
     """(ok, detail) for GET path on 127.0.0.1:port; ok None while nothing listens yet."""
-    where = f"GET {path}"
-    # X-Forwarded-Proto as the platform's proxy sends it: an app that redirects plain HTTP
-    # (Django's SECURE_SSL_REDIRECT behind SECURE_PROXY_SSL_HEADER) shows its page, not a 301
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-               "X-Forwarded-Proto: https\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-               ).encode()
-    deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-            conn.sendall(request)
-            head = b""
-            while b"\r\n" not in head and len(head) < 256:
-                conn.settimeout(max(0.001, deadline - time.monotonic()))
-                chunk = conn.recv(256)
-                if not chunk:
-                    break
-                head += chunk
-    except ConnectionRefusedError:
-        return None, f"{where}: nothing listens on port {port} yet"
-    except TimeoutError:
-        return False, f"{where}: no answer within {timeout:g} s"
-    except OSError as error:
-        return False, f"{where}: {error.strerror or 'failed'}"
-    parts = head.split(b" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        return False, f"{where}: not an HTTP answer"
-    code = int(parts[1])
-    return code < 500, f"{where} answered {code}"
+    code, why = http_status(port, path, timeout, host)
+    if why == "refused":
+        return None, f"GET {path}: nothing listens on port {port} yet"
+    if why == "timeout":
+        return False, f"GET {path}: no answer within {timeout:g} s"
+    if code is None:
+        return False, f"GET {path}: {why}"
+    return code < 500, f"GET {path} answered {code}"
 
 
 class WebProbe:

@@ -5,7 +5,9 @@ a real supervisor as PID 1."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import threading
 
 from tests.conftest import ROOT, START_ALL, VENV_ENV, free_port
 from tests.health.conftest import HERE, process, wait_health
@@ -114,3 +116,44 @@ def test_a_django_site_behind_https_redirect_and_allowed_hosts(run_supervisor, h
     assert code == 200 and report["status"] == "degraded"
     sup.signal(signal.SIGTERM)
     assert sup.wait(30) == 0
+
+
+def test_the_web_process_probe_by_http_uses_the_same_get(run_supervisor, henv, tmp_path):
+    """START_ALL_HEALTH_WEB_PATH: the web process's own probe is an HTTP GET (probes.http_status,
+    the application check's too); a 5xx there makes the web unhealthy, not just "degraded"."""
+    flag = tmp_path / "broken"
+    henv |= {"BROKEN_FLAG": str(flag), "START_ALL_HEALTH_WEB_PATH": "/"}
+    sup = run_supervisor(f"web: {GUNICORN}\n", env=henv)
+    hport = int(henv["START_ALL_HEALTH_PORT"])
+    code, report = wait_health(hport, lambda c, r: c == 200 and r["ready"], 30, "ready")
+    assert process(report, "web.1")["probe"]["detail"] == f"GET :{henv['PORT']}/ answered 200"
+    flag.touch()
+    code, report = wait_health(hport, lambda c, r: c == 503, 20, "web unhealthy")
+    assert report["status"] == "failing" and not process(report, "web.1")["healthy"]
+    assert process(report, "web.1")["probe"]["detail"] == f"GET :{henv['PORT']}/ answered 500"
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+def test_http_status_names_why_there_is_no_code():
+    from supervisor.probes import http_status
+
+    assert http_status(free_port(), "/", 1.0) == (None, "refused")
+    with socket.socket() as silent:  # accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert http_status(silent.getsockname()[1], "/", 0.3) == (None, "timeout")
+    with socket.socket() as talker:  # answers something that is not HTTP
+        talker.bind(("127.0.0.1", 0))
+        talker.listen()
+
+        def answer():
+            conn, _ = talker.accept()
+            conn.recv(1024)
+            conn.sendall(b"SSH-2.0-OpenSSH\r\n")
+            conn.close()
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        assert http_status(talker.getsockname()[1], "/", 5.0) == (None, "not an HTTP answer")
+        thread.join(10)
