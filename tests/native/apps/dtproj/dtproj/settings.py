@@ -1,22 +1,9 @@
 """A Django project whose django.tasks tasks run on the native queue (same database)."""
 
-import os
-from urllib.parse import urlsplit
+from tests.native.apps.django_common import DEBUG, SECRET_KEY, USE_TZ, postgres  # noqa: F401
 
-_db = urlsplit(os.environ["NATIVE_TEST_DB_URL"])
-SECRET_KEY = "test-only"
-DEBUG = False
-USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "supervisor.native.django", "letters"]
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": _db.path.lstrip("/"),
-        "USER": _db.username or "postgres",
-        "HOST": _db.hostname or "127.0.0.1",
-        "PORT": str(_db.port or 5432),
-    }
-}
+DATABASES = postgres()
 TASKS = {
     "default": {
         "BACKEND": "supervisor.native.django_tasks.NativeBackend",

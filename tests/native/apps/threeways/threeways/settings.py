@@ -1,24 +1,11 @@
 """One Django project, the same task three ways: Celery's API and django.tasks on the native
 queue, django-q2 beside them. TASKS comes from the template (copied in by the test)."""
 
-import os
-from urllib.parse import urlsplit
+from tests.native.apps.django_common import DEBUG, SECRET_KEY, USE_TZ, postgres  # noqa: F401
 
-_db = urlsplit(os.environ["NATIVE_TEST_DB_URL"])
-SECRET_KEY = "test-only"
-DEBUG = False
-USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "django_q", "supervisor.native.django",
                   "booking"]
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": _db.path.lstrip("/"),
-        "USER": _db.username or "postgres",
-        "HOST": _db.hostname or "127.0.0.1",
-        "PORT": str(_db.port or 5432),
-    }
-}
+DATABASES = postgres()
 Q_CLUSTER = {"name": "threeways", "orm": "default", "workers": 1, "timeout": 30, "retry": 60,
              "poll": 0.2}
 
