@@ -24,7 +24,7 @@ SUBCOMMANDS = {
 # __main__.py: the same four) until the runner's handlers exist: as PID 1 a signal without a
 # handler is dropped, and validating takes a while. A blocked mask and pending signals survive
 # exec; runtime.py unblocks them. Before that first line runs, the interpreter's own start-up
-# (docs/health.md, "Signals") is a window no Python code can close.
+# (README.md, "Signals before start-all runs") is a window no Python code can close.
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
