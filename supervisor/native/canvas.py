@@ -476,7 +476,8 @@ class xmap(Signature):  # noqa: N801 - Celery's name
             return
         sig = task if isinstance(task, Signature) else Signature(task)
         super().__init__(self.builtin, (), {"task": sig, "it": list(it or ())}, options,
-                         subtask_type=self.builtin.split(".")[1], app=sig._app)
+                         subtask_type=self.builtin.split(".")[1], immutable=True,
+                         app=sig._app)  # immutable: a chain's previous result is not passed
         self._app = getattr(sig._type, "app", None) or sig._app
 
     def __repr__(self) -> str:
@@ -498,7 +499,7 @@ class chunks(Signature):  # noqa: N801 - Celery's name
             return
         sig = task if isinstance(task, Signature) else Signature(task)
         super().__init__("celery.chunks", (), {"task": sig, "it": list(it or ()), "n": int(n)},
-                         options, subtask_type="chunks")
+                         options, subtask_type="chunks", immutable=True)
         self._app = getattr(sig._type, "app", None) or sig._app
 
     def group(self) -> group:

@@ -79,6 +79,7 @@ class Plan:
             if errbacks:  # chain.link_error(...) covers every task in it
                 steps = [s.clone(link_error=[*(s.options.get("link_error") or []), *errbacks])
                          for s in steps]
+            steps[0] = _pass_timing(sig, steps[0])  # chain.apply_async(countdown=...)
             self.add(steps[0], args, [*steps[1:], *after], chord_id, parent_id, root_id)
         elif isinstance(sig, group):
             if after:  # group followed by more steps: a chord, as Celery upgrades it
@@ -87,6 +88,7 @@ class Plan:
                 self.add(chord(sig, sig.tail()), args, None, chord_id, parent_id, root_id)
             else:
                 for member in sig.tasks:
+                    member = _pass_timing(sig, member)
                     member.options.setdefault("group_id", sig.id)
                     self.add(member, args, None, None, parent_id, root_id)
         elif isinstance(sig, chord):
@@ -100,6 +102,7 @@ class Plan:
                parent_id: str | None, root_id: str | None) -> None:
         members = []
         for member in sig.header.tasks:  # a group inside the header counts as one result
+            member = _pass_timing(sig.header, _pass_timing(sig, member))
             members.append(chord(member, member.tail()) if isinstance(member, group)
                            else member)
         sig.header.kwargs["tasks"] = members
@@ -150,6 +153,17 @@ class Plan:
                 flow[key] = options.pop(key)
         job = sig.type.build_job(call_args, sig.kwargs, task_id=task_id, flow=flow, **options)
         self.jobs.append(job)
+
+
+TIMING = ("countdown", "eta", "expires")
+
+
+def _pass_timing(outer: Signature, inner: Signature) -> Signature:
+    """countdown/eta/expires given to a workflow apply to the tasks that start it (a chain's
+    first step, a group's or chord header's members), unless they set their own."""
+    timing = {k: outer.options[k] for k in TIMING
+              if outer.options.get(k) is not None and inner.options.get(k) is None}
+    return inner.clone(**timing) if timing else inner
 
 
 def _unroll_single(step: Signature) -> Signature:

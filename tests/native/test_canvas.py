@@ -181,3 +181,23 @@ def test_chord_body_fires_once_when_the_worker_dies_finishing_the_last_header(
                       "('SUCCESS', 'FAILURE', 'REVOKED')").fetchone() == (0,)
     assert len(lines(runs)) == 6, "every header task ran twice: the kill really landed"
     assert len(lines(body_runs)) == 1, lines(body_runs)
+
+
+def test_map_ignores_the_previous_result_and_workflow_countdown_reaches_the_first_tasks(
+        flow, start_worker):
+    import time
+
+    from supervisor.native import chain, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    # a map/starmap is immutable in a chain, as in Celery: it does not get the result before
+    assert chain(t.add.si(1, 1), t.add.starmap([(1, 1), (2, 2)])).delay().get(
+        timeout=20) == [2, 4]
+    # a one-task group inside a chain is that task: its result is passed on as a value
+    assert chain(group(t.add.s(0, 0)), t.add.s(-1)).delay().get(timeout=20) == -1
+    # countdown given to (group | task) delays the header tasks, not only the body
+    started = time.monotonic()
+    result = (group(t.add.s(1, 1), t.add.s(2, 2)) | t.xsum.s()).apply_async(countdown=1.5)
+    assert result.get(timeout=20) == 6
+    assert time.monotonic() - started >= 1.4
