@@ -11,6 +11,7 @@ WORKDIR /build
 COPY examples/koyeb/requirements.txt ./
 COPY pyproject.toml README.md* ./start-all/
 COPY supervisor/ ./start-all/supervisor/
+COPY bin/ ./start-all/bin/
 RUN /opt/venv/bin/pip install "./start-all[django]" -r requirements.txt
 
 FROM python:3.12-slim
