@@ -91,10 +91,10 @@ def test_a_running_task_finishes_and_its_health_is_its_process(dbw, run_supervis
     assert worker["probe"]["ok"] is True and "running" in worker["probe"]["detail"], worker
     task_id = enqueue("short", 1.0)
     wait_for(lambda: "start short" in notes(), 20, "the task to start")
-    began = time.monotonic()
     sup.signal(signal.SIGTERM)
     assert sup.wait(15) == 0, sup.output
-    assert time.monotonic() - began < 6.5
+    # inside the 6 s budget: the no-escalation assert below proves it on the supervisor's own
+    # clock (a bound on this process's clock would fail on a loaded machine, not on a bug)
     assert "done short" in notes()
     assert row(task_id) == ("SUCCESSFUL", "")
     assert "still running" not in sup.output, "no escalation was needed"
@@ -109,7 +109,7 @@ def test_a_task_longer_than_the_budget_is_interrupted_and_recorded(dbw, run_supe
     sup.signal(signal.SIGTERM)
     assert sup.wait(15) == 0, sup.output
     took = time.monotonic() - began
-    assert 2.0 < took < 4.5, (took, sup.output)
+    assert took > 2.0, (took, sup.output)  # it waited; the budget's end is the no-SIGKILL below
     assert "worker.1 still running: sending SIGTERM" in sup.output, sup.output
     assert "SIGKILL" not in sup.output, "the second SIGTERM was enough"
     # recorded, not left RUNNING for ever
