@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import time
 import traceback as tb_module
 import uuid
 from datetime import UTC, datetime
@@ -42,13 +43,16 @@ class Held:
     """A job this worker holds under a lease, from claim until its finish is written."""
 
     __slots__ = ("id", "task_id", "name", "queue", "priority", "args", "kwargs", "options",
-                 "retries", "ignore_result", "revoke", "expired", "strict", "token", "thread",
+                 "retries", "ignore_result", "revoke", "expires_at", "strict", "token", "thread",
                  "started", "in_user_code", "soft_sent", "hard_sent", "abandoned", "terminated")
 
     def __init__(self, row: tuple, token: uuid.UUID) -> None:
         (self.id, self.task_id, self.name, self.queue, self.priority, args, kwargs,
-         options, self.retries, self.ignore_result, self.revoke, self.expired,
+         options, self.retries, self.ignore_result, self.revoke, expires_left,
          self.strict, _) = row  # strict: its start is made durable before it runs
+        # expiry is judged when the job starts, not when it was claimed (it may wait here);
+        # the claim gives the seconds left by the database's clock, kept on this one's
+        self.expires_at = None if expires_left is None else time.monotonic() + expires_left
         # the claim sends args, kwargs and options as JSON text (see store.CLAIM)
         self.args = _json_text(args) if args.__class__ is str else args
         self.kwargs = _json_text(kwargs) if kwargs.__class__ is str else kwargs
@@ -58,6 +62,10 @@ class Held:
         self.started = 0.0
         self.in_user_code = False
         self.soft_sent = self.hard_sent = self.abandoned = self.terminated = False
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.monotonic() >= self.expires_at
 
 
 class Outcome:

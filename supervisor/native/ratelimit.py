@@ -101,7 +101,8 @@ SET status = 'RESERVED', lease_token = %(token)s, worker = %(worker)s, started_a
     lease_until = now() + make_interval(secs => %(lease)s)
 FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.task_id, j.name, j.queue, j.priority, j.args, j.kwargs, j.options, j.retries,
-          j.ignore_result, j.revoke, coalesce(j.expires_at <= now(), false) AS expired,
+          j.ignore_result, j.revoke,
+          extract(epoch FROM j.expires_at - now())::float8 AS expires_left,
           j.orphaned > 0 AS strict, extract(epoch FROM j.run_at)::float8 AS run_at
 """
 

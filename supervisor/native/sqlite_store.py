@@ -46,7 +46,7 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id LIMIT ?
 )
 RETURNING id, task_id, name, queue, priority, args, kwargs, options, retries, ignore_result,
-          revoke, coalesce(expires_at <= ?, 0), orphaned > 0, run_at
+          revoke, expires_at - ?, orphaned > 0, run_at
 """
 
 MARK_STARTED = """
@@ -343,7 +343,7 @@ class SqliteWorkerDb:
                     now, claim["limit"], now)).fetchall()
                 rows = [(r[0], r[1], r[2], r[3], r[4], loads(r[5]), loads(r[6]),
                          loads(r[7]) if r[7] else None, r[8], bool(r[9]), r[10],
-                         bool(r[11]), bool(r[12]), r[13]) for r in raw]
+                         r[11], bool(r[12]), r[13]) for r in raw]
             return written, rows
 
         return self._tx(work)

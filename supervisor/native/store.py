@@ -70,7 +70,8 @@ RETURNING j.id, j.task_id, j.name, j.queue, j.priority,
           -- as text: the driver's jsonb loader is a Python call per value (executor.Held
           -- decodes them, the common empty ones without a parser)
           j.args::text, j.kwargs::text, j.options::text, j.retries,
-          j.ignore_result, j.revoke, coalesce(j.expires_at <= now(), false) AS expired,
+          j.ignore_result, j.revoke,
+          extract(epoch FROM j.expires_at - now())::float8 AS expires_left,
           j.orphaned > 0 AS strict, extract(epoch FROM j.run_at)::float8 AS run_at
 """
 

@@ -159,6 +159,22 @@ def test_expired_task_is_revoked(api):
     wait_for(lambda: r.state == "REVOKED", 20, "expired -> REVOKED")
 
 
+def test_a_task_that_expires_while_waiting_in_the_worker_is_revoked(api, tmp_path):
+    """Celery judges `expires` when the task is about to run: a task the worker already holds
+    (prefetched behind busy threads) and that expires while it waits is revoked, not run."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    holds = [api.hold.delay(str(started), str(release)) for _ in range(2)]  # both threads
+    wait_for(lambda: started.exists() and started.read_text().count("holding") == 2, 30,
+             "both worker threads busy")
+    expires = datetime.now(UTC) + timedelta(seconds=0.5)
+    r = api.add.apply_async(args=[1, 2], expires=expires)
+    wait_for(lambda: datetime.now(UTC) > expires + timedelta(seconds=0.2), 5, "the expiry")
+    release.touch()
+    for h in holds:
+        h.get(timeout=30)
+    wait_for(lambda: r.state == "REVOKED", 20, "expired while held -> REVOKED")
+
+
 def test_shared_task(api):
     assert api.shared_mul.delay(6, 7).get(timeout=20) == 42
 

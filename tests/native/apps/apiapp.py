@@ -71,3 +71,14 @@ def who(self, *args, **kwargs):
 @shared_task
 def shared_mul(x, y):
     return x * y
+
+
+@app.task
+def hold(path, release):
+    """Occupies a worker thread until the test creates `release` (at most 60 s)."""
+    import time
+
+    _append(path, "holding")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
