@@ -82,7 +82,9 @@ class Signature(dict):
     # --- building -----------------------------------------------------------------------
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> Signature:
         """A copy with partial arguments merged in: new args go first, as in Celery."""
-        new = type(self).from_dict(copy.deepcopy(dict(self)), app=self._app)
+        # the copy keeps the app of the tasks it was built from (nested signatures are rebuilt
+        # from their dicts, so without it they would take whatever app is current by then)
+        new = type(self).from_dict(copy.deepcopy(dict(self)), app=self.app)
         new._type = self._type
         if not self.immutable:
             if args:
@@ -111,7 +113,7 @@ class Signature(dict):
         """Subclasses turn nested dicts back into signatures."""
 
     def __deepcopy__(self, memo: dict) -> Signature:
-        new = type(self).from_dict(json.loads(json.dumps(self, default=str)), app=self._app)
+        new = type(self).from_dict(json.loads(json.dumps(self, default=str)), app=self.app)
         new._type = self._type
         return new
 

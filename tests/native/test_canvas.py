@@ -201,3 +201,25 @@ def test_map_ignores_the_previous_result_and_workflow_countdown_reaches_the_firs
     result = (group(t.add.s(1, 1), t.add.s(2, 2)) | t.xsum.s()).apply_async(countdown=1.5)
     assert result.get(timeout=20) == 6
     assert time.monotonic() - started >= 1.4
+
+
+def test_a_copied_workflow_keeps_the_app_of_its_tasks(flow, pg_url):
+    """Another app made current later (as importing a second project's module does) does not
+    capture a chord's header when the chord is copied or cloned (stamp() and delay() do)."""
+    import copy
+
+    from supervisor.native import Celery, chord
+
+    t = flow
+    other = Celery("other-current", broker=pg_url)
+    other.conf.task_default_queue = "not-this-one"
+    other.set_current()
+    try:
+        workflow = chord([t.stamps_seen.si(1), t.stamps_seen.si(2) | t.stamps_seen.si(3)],
+                         t.stamps_with_header_results.s())
+        for copied in (copy.deepcopy(workflow), workflow.clone()):
+            assert [s.app for s in copied.header.tasks] == [t.app, t.app]
+            assert copied.body.app is t.app
+    finally:
+        t.app.set_current()
+        other.close()
