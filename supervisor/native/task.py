@@ -229,6 +229,12 @@ class Task:
 
         on_commit(lambda: self.apply_async(args, kwargs, **options))
 
+    def add_to_chord(self, sig: Any, lazy: bool = False) -> Any:
+        """Not supported yet: growing a running chord's header would need its counter and
+        member list changed inside the finish transaction (canvas_store)."""
+        raise NotImplementedError(f"{self.name}: self.add_to_chord() is not supported by the "
+                                  "native worker yet (docs/native-worker.md)")
+
     def replace(self, sig: Any) -> None:
         """Replace this running task by `sig`: it takes over this task's place in its
         workflow, and this task's result becomes sig's result."""

@@ -97,3 +97,18 @@ def test_slots_missed_while_frozen_fire_once_on_wake():
     fresh = Cron(parse({"e": {"task": "t", "schedule": "*/5 * * * *"}}))
     fresh.since = base + 720
     assert fresh.due(base + 720) == []
+
+
+def test_add_to_chord_says_it_is_not_supported():
+    from supervisor.native import Celery
+
+    app = Celery("units-add-to-chord", broker="postgresql://u@127.0.0.1/none",
+                 set_as_current=False)  # later tests keep their current app
+
+    @app.task(bind=True)
+    def grow(self):
+        return self.add_to_chord(grow.si())
+
+    with pytest.raises(NotImplementedError, match="add_to_chord.*not supported"):
+        grow.apply().get()
+    app.close()
