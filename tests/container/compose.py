@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -102,9 +103,12 @@ class Compose:
             f"http://127.0.0.1:{self.port}{path}", data=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            assert response.status == 201
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                assert response.status == 201
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:  # say why, from the containers' own logs
+            raise AssertionError(f"POST {path}: {error.code}\n{self.logs()[-4000:]}") from None
 
     def wait_web(self, timeout: float = 180) -> None:
         def up():

@@ -10,10 +10,15 @@ unreachable here), so the compose file is the one users run, with a `rabbitmq` s
 
 from __future__ import annotations
 
+import socket
+import uuid
+
 import pytest
+import yaml
 
 from tests.conftest import wait_for
-from tests.container.compose import Compose, rabbitmq_image
+from tests.container.compose import COMPOSE_DIR, RABBITMQ_TAGS, Compose, rabbitmq_image
+from tests.container.conftest import podman
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1500)]  # incl. waiting for the lock
 
@@ -61,3 +66,28 @@ def test_compose_variant_runs_a_task_with_one_beat_and_stops_in_grace(
         assert all(codes[name] == "0" for name in app_containers), codes
     finally:
         stack.down()
+
+
+def test_rabbitmq_healthcheck_waits_for_the_amqp_listener(container_runtime):
+    """The web container starts once `rabbitmq` is healthy (depends_on): the compose file's own
+    healthcheck, run from the moment the broker boots, must not pass before an AMQP client gets
+    the broker's Connection.Start (`rabbitmq-diagnostics ping` did, seconds early)."""
+    spec = yaml.safe_load((COMPOSE_DIR / "docker-compose.celery-rabbitmq.yml").read_text())
+    test = spec["services"]["rabbitmq"]["healthcheck"]["test"]
+    assert test[0] == "CMD", test
+    rabbitmq_image()
+    name = f"sa-rmq-{uuid.uuid4().hex[:8]}"
+    podman("run", "-d", "--name", name, "-p", "127.0.0.1::5672", RABBITMQ_TAGS[1])
+    try:
+        port = int(podman("port", name, "5672").stdout.strip().rsplit(":", 1)[1])
+
+        def healthy() -> bool:
+            return podman("exec", name, *test[1:], check=False, timeout=90).returncode == 0
+
+        wait_for(healthy, 180, "the rabbitmq healthcheck to pass")
+        # at once: AMQP 0-9-1's protocol header gets a method frame (type 1) back
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as amqp:
+            amqp.sendall(b"AMQP\x00\x00\x09\x01")
+            assert amqp.recv(1) == b"\x01", "the broker did not answer AMQP when healthy"
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
