@@ -288,11 +288,13 @@ def test_retention_prunes_old_rows(qapp, db, start_worker):
                "WHERE task_id = %s", (bad_older.id,))
     second = start_worker("-c", "1")  # prunes when it starts, then every native_prune_interval
     state = qapp.app.AsyncResult
-    wait_for(lambda: state(ok_old.id).state == "PENDING", 10, "old success pruned")
-    wait_for(lambda: state(bad_older.id).state == "PENDING", 10, "8-day-old failure pruned")
+    wait_for(lambda: state(ok_old.id).state == "PENDING", 30, "old success pruned")
+    wait_for(lambda: state(bad_older.id).state == "PENDING", 30, "8-day-old failure pruned")
     assert state(ok.id).state == "SUCCESS", "a fresh success stays (1 day)"
     assert state(bad_old.id).state == "FAILURE", "a 2-day-old failure stays (7 days)"
-    assert "retention pruned 1 succeeded and 1 failed" in second.output
+    # the log line follows the DELETE's commit: wait for it rather than read it at once
+    wait_for(lambda: "retention pruned 1 succeeded and 1 failed" in second.output, 30,
+             "the prune in the worker's log")
 
 
 def test_task_routes_send_to_their_queue(qapp, db, start_worker):
