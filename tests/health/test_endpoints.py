@@ -32,7 +32,13 @@ def test_healthz_goes_503_when_the_worker_dies_and_200_after_its_restart(run_sup
     web = process(report, "web.1")
     assert web["state"] == "running" and web["healthy"] and web["restarts"] == 0
     assert "accepts connections" in web["probe"]["detail"]
-    assert web["memory"]["processes"] == 2 and web["memory"]["rss"] > 10 * 2**20  # master+worker
+    # gunicorn's master accepts connections before it forks its worker: wait for the worker to
+    # be counted (master + worker) rather than expect it at the first healthy answer
+    code, report = wait_health(
+        hport, lambda c, r: process(r, "web.1")["memory"]["processes"] == 2,
+        what="gunicorn's worker counted in web.1's memory")
+    web = process(report, "web.1")
+    assert web["memory"]["rss"] > 10 * 2**20
     assert report["supervisor"]["rss"] < 16 * 2**20
 
     child_of(sup, "recorder.py worker").kill()  # restarted at once (first restart)
