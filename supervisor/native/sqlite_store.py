@@ -358,7 +358,7 @@ class SqliteWorkerDb:
         ))
 
     @staticmethod
-    def finish_params(rows: list[tuple]) -> list[list]:
+    def finish_params(rows: list[tuple], plain: bool = False) -> list[list]:
         return [list(col) for col in zip(*rows, strict=True)] if rows else []
 
     def mark_started(self, ids: list[int], tokens: list) -> set[int]:

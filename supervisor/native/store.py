@@ -159,17 +159,58 @@ WITH outcome AS (
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM done), (SELECT count(*) FROM wake)
 """
 
-# A batch with no forget and no retry (the usual one) skips the DELETE and the NOTIFY: the
-# same update, about a third less database time per batch.
-FINISH_PLAIN = (FINISH[:FINISH.index("), gone AS (")]
-                + FINISH[FINISH.index("), done AS ("):FINISH.index("), wake AS (")]
-                + ")\nSELECT (SELECT count(*) FROM done), 0\n")
+# A batch with no forget, no retry and no new arguments (the usual one) skips FINISH's DELETE,
+# NOTIFY and JSON rows: ids, lease tokens and statuses come as comma-separated texts, results as
+# one JSON array, tracebacks as one (NULL when the batch has none).
+FINISH_PLAIN = """
+WITH o AS (
+    SELECT * FROM unnest(
+        string_to_array(%(ids)s, ',')::bigint[], string_to_array(%(tokens)s, ',')::uuid[],
+        string_to_array(%(statuses)s, ','),
+        ARRAY(SELECT v FROM jsonb_array_elements(%(results)s::jsonb) WITH ORDINALITY AS r(v, n)
+              ORDER BY n),
+        ARRAY(SELECT v FROM jsonb_array_elements_text(%(tracebacks)s::jsonb)
+              WITH ORDINALITY AS t(v, n) ORDER BY n)) AS o(id, token, status, result, traceback)
+), done AS (
+    UPDATE start_all.jobs AS j
+    SET status = o.status, result = o.result, traceback = o.traceback,
+        lease_token = NULL, lease_until = NULL, attempt_started = false, finished_at = now()
+    FROM o
+    WHERE j.id = o.id AND j.lease_token = o.token
+    RETURNING 1
+)
+SELECT count(*) FROM done
+"""
+
+# The same when every job of the batch came with one claim (one lease token) and ended the same
+# way (same status and result, no traceback: tasks returning None, say): no join, constants.
+# About a quarter less database time per job than FINISH.
+FINISH_SAME = """
+WITH done AS (
+    UPDATE start_all.jobs
+    SET status = %(status)s, result = %(result)s::jsonb, traceback = NULL,
+        lease_token = NULL, lease_until = NULL, attempt_started = false, finished_at = now()
+    WHERE id = ANY(string_to_array(%(ids)s, ',')::bigint[]) AND lease_token = %(token)s::uuid
+    RETURNING 1
+)
+SELECT count(*) FROM done
+"""
 
 
 class FinishParams(list):
-    """FINISH's parameters; `plain` when FINISH_PLAIN does the same work."""
+    """FINISH's parameters (one JSON text)."""
 
-    plain = False
+    statement = FINISH
+
+
+class PlainFinish(dict):
+    """FINISH_PLAIN's or FINISH_SAME's parameters."""
+
+    statement = FINISH_PLAIN
+
+
+class SameFinish(dict):
+    statement = FINISH_SAME
 
 
 # Hand held-but-unfinished jobs back (graceful stop): they keep their retry count.
@@ -597,7 +638,7 @@ class PgWorkerDb:
     def _finish(self, finish: list) -> int:
         if self.finisher is None:
             self.finisher = connect(self.url, True if self.explicit_poll_only else None)
-        statement = FINISH_PLAIN if getattr(finish, "plain", False) else FINISH
+        statement = getattr(finish, "statement", FINISH)
         return self.finisher.execute(statement, finish).fetchone()[0]
 
     def _claim(self, claim: dict) -> list:
@@ -629,15 +670,31 @@ class PgWorkerDb:
         return len(self.conn.execute(RELEASE, (ids, tokens)).fetchall())
 
     @staticmethod
-    def finish_params(rows: list[tuple]) -> list:
+    def finish_params(rows: list[tuple], plain: bool = False) -> list | dict:
         """FINISH's one parameter from (id, token, status, result, traceback, countdown,
-        args, kwargs, forget) rows."""
+        args, kwargs, forget) rows (results as JSON texts); with `plain`, FINISH_SAME's or
+        FINISH_PLAIN's where they do the same (see those). The statement to run goes with
+        them (`.statement`)."""
         texts: dict = {}  # one token per claim: its text once, not once a job
-        params = FinishParams([json.dumps([
+        if plain and rows and all(
+                status != "RETRY" and result is not None and not forget and args is None
+                and kwargs is None for _i, _t, status, result, _tb, _c, args, kwargs, forget
+                in rows):
+            ids = ",".join([str(row[0]) for row in rows])
+            _i, token, status, result, *_rest = rows[0]
+            if all(row[1] == token and row[2] == status and row[3] == result
+                   and row[4] is None for row in rows):
+                return SameFinish(ids=ids, token=str(token), status=status, result=result)
+            tracebacks = [row[4] for row in rows]
+            return PlainFinish(
+                ids=ids,
+                tokens=",".join([texts.get(t) or texts.setdefault(t, str(t))
+                                 for _i, t, *_rest in rows]),
+                statuses=",".join([row[2] for row in rows]),
+                results="[" + ",".join([row[3] for row in rows]) + "]",
+                tracebacks=json.dumps(tracebacks) if any(tracebacks) else None)
+        return FinishParams([json.dumps([
             (i, texts.get(t) or texts.setdefault(t, str(t)), *rest) for i, t, *rest in rows])])
-        params.plain = all(status != "RETRY" and not forget
-                           for _i, _t, status, *_rest, forget in rows)
-        return params
 
     def mark_started(self, ids: list[int], tokens: list) -> set[int]:
         return {row[0] for row in self.conn.execute(MARK_STARTED, (ids, tokens)).fetchall()}

@@ -119,6 +119,43 @@ def test_a_batch_sent_again_after_a_lost_answer_changes_nothing(qapp, db):
                     (batch.task_ids[2], "PENDING", [5, 6])]
 
 
+def test_the_plain_finishes_write_what_finish_writes_and_stay_fenced(qapp, db):
+    """FINISH_SAME (one claim, one outcome for all) and FINISH_PLAIN (mixed outcomes) write
+    what FINISH does, and only under the claim's lease token."""
+    import uuid
+
+    from supervisor.native import group, store
+
+    group(qapp.add.s(i, i) for i in range(6)).apply_async()
+    token, stale = uuid.uuid4(), uuid.uuid4()
+    rows = db.execute(store.CLAIM_ONE, {"queue": "celery", "limit": 6, "token": token,
+                                        "worker": "t", "lease": 60}).fetchall()
+    ids = sorted(r[0] for r in rows)
+    same = [(i, token, "SUCCESS", "null", None, 0.0, None, None, False) for i in ids[:3]]
+    mixed = [(ids[3], token, "SUCCESS", '{"a": [1, "x,y"]}', None, 0.0, None, None, False),
+             (ids[4], token, "FAILURE", '{"exc_type": "E"}', "Traceback, with a comma\n", 0.0,
+              None, None, False),
+             (ids[5], token, "REVOKED", '"r"', None, 0.0, None, None, False)]
+    for batch, kind in ((same, store.SameFinish), (mixed, store.PlainFinish)):
+        params = store.PgWorkerDb.finish_params(batch, plain=True)
+        assert type(params) is kind
+        stale_params = store.PgWorkerDb.finish_params(
+            [(i, stale, *rest) for i, _t, *rest in batch], plain=True)
+        assert db.execute(stale_params.statement, stale_params).fetchone()[0] == 0
+        assert db.execute(params.statement, params).fetchone()[0] == 3
+    got = db.execute("SELECT status, result, traceback, lease_token, finished_at IS NOT NULL "
+                     "FROM start_all.jobs WHERE id = ANY(%s) ORDER BY id", (ids,)).fetchall()
+    assert [g[0] for g in got] == ["SUCCESS"] * 4 + ["FAILURE", "REVOKED"]
+    assert [g[1] for g in got] == [None, None, None, {"a": [1, "x,y"]}, {"exc_type": "E"}, "r"]
+    assert [g[2] for g in got] == [None] * 4 + ["Traceback, with a comma\n", None]
+    assert all(g[3] is None and g[4] for g in got)
+    # a batch that retries, forgets or has no result text takes FINISH
+    for odd in [(ids[0], token, "RETRY", "{}", None, 1.0, None, None, False),
+                (ids[0], token, "SUCCESS", "null", None, 0.0, None, None, True),
+                (ids[0], token, "FAILURE", None, None, 0.0, None, None, False)]:
+        assert store.PgWorkerDb.finish_params([odd], plain=True).statement == store.FINISH
+
+
 def test_revoke_pending_and_running(qapp, db, start_worker, tmp_path):
     marks = tmp_path / "rv"
     pending = qapp.mark.apply_async(args=["never", str(marks)], countdown=1)
