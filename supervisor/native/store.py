@@ -642,22 +642,17 @@ class PgWorkerDb:
         return self.finisher.execute(statement, finish).fetchone()[0]
 
     def _claim(self, claim: dict) -> list:
-        claimed = limited = None
         if len(claim["queues"]) == 1:
             claim = {**claim, "queue": claim["queues"][0]}
         statement = CLAIM_ONE if "queue" in claim else CLAIM
-        with self.conn.pipeline():
-            if claim.get("limited"):  # rate-limited names: see ratelimit.py
-                from supervisor.native import ratelimit
+        if not claim.get("limited"):  # one statement: no pipeline (it costs ~0.1 ms a claim)
+            return self.conn.execute(statement, claim).fetchall()
+        with self.conn.pipeline():  # rate-limited names (see ratelimit.py): both at once
+            from supervisor.native import ratelimit
 
-                claimed = self.conn.execute(ratelimit.exclude_limited(statement), claim)
-                limited = self.conn.execute(ratelimit.CLAIM_LIMITED, claim)
-            else:
-                claimed = self.conn.execute(statement, claim)
-        rows = claimed.fetchall()
-        if limited is not None:
-            rows += limited.fetchall()
-        return rows
+            claimed = self.conn.execute(ratelimit.exclude_limited(statement), claim)
+            limited = self.conn.execute(ratelimit.CLAIM_LIMITED, claim)
+        return claimed.fetchall() + limited.fetchall()
 
     def finish_flow(self, finish: list[list], hook: Any) -> int:
         """Finish jobs that are part of a workflow: the finish and what follows it (canvas
