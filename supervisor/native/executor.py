@@ -16,6 +16,7 @@ from supervisor.native import dispatch, stamping
 from supervisor.native.exceptions import Ignore, NotRegistered, Reject, Retry, TaskRevokedError
 from supervisor.native.flow import Replaced, run_errbacks_in_worker
 from supervisor.native.serial import dumps, dumps_result, exception_to_dict, loads
+from supervisor.native.task import Context, Task
 
 log = logging.getLogger("supervisor.native")
 # statuses the loop reports for an outcome
@@ -155,7 +156,11 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         reason = "expired" if job.expired else "revoked"
         return Outcome(job, REVOKED, exception_to_dict(TaskRevokedError(reason)))
     args, kwargs = job.args, job.kwargs
-    task.push_request(**request_fields(job, hostname, task))
+    fields = request_fields(job, hostname, task)
+    if type(task).push_request is Task.push_request:  # not overridden: no copy of the fields
+        task.push_context(Context.adopt(fields))
+    else:
+        task.push_request(**fields)
     status, value, einfo = FAILURE, None, None
     if dispatch.task_prerun.receivers:  # no receivers: not even the call (per job)
         dispatch.task_prerun.send(sender=task, task_id=job.task_id, task=task, args=args,

@@ -34,9 +34,14 @@ from supervisor.native.canvas import (
     maybe_signature,
 )
 from supervisor.native.exceptions import ChordError, Ignore, ImproperlyConfigured
-from supervisor.native.job import Job
+from supervisor.native.job import Job, JobBatch, new_ids
 from supervisor.native.result import AsyncResult, GroupResult
-from supervisor.native.serial import exception_from_dict, exception_to_dict, loads
+from supervisor.native.serial import (
+    dumps_call,
+    exception_from_dict,
+    exception_to_dict,
+    loads,
+)
 
 log = logging.getLogger("supervisor.native")
 
@@ -217,12 +222,34 @@ def _plain_members(sig: group) -> bool:
     return True
 
 
+def _send_batch(app: Any, group_id: str, shared: str, task: Any,
+                members: list[Signature]) -> GroupResult:
+    """Members calling `task` with no options of their own, as one JobBatch."""
+    template = task.build_job(task_id="")  # validates as build_job does for each call
+    template.options = shared
+    ids = new_ids(len(members))
+    args = kwargs = None
+    if any(m["args"] or m["kwargs"] for m in members):
+        pairs = [dumps_call(task.name, m["args"], m["kwargs"]) for m in members]
+        args, kwargs = [a for a, _ in pairs], [k for _, k in pairs]
+    app.backend.enqueue_batch(JobBatch(template, ids, args, kwargs))
+    name = task.name
+    return GroupResult(group_id, [AsyncResult(i, app=app, task_name=name) for i in ids],
+                       app=app)
+
+
 def _send_plain_group(sig: group) -> GroupResult:
     group_id = sig.id or str(uuid.uuid4())
     app = sig.app
-    jobs, results = [], []
+    members = sig.tasks
     shared = json.dumps({"group_id": group_id})  # request.group_id in each member
-    for member in sig.tasks:
+    kind = members[0].type if members else None
+    if members and all(not m["options"] and m.type is kind for m in members):
+        # the usual case (`group(t.s(i) for i in ...)`): one task, no options per member, so
+        # the row is built once and each member adds its id and arguments (JobBatch)
+        return _send_batch(app, group_id, shared, kind, members)
+    jobs, results = [], []
+    for member in members:
         options = member["options"]
         if options:
             options = dict(options)
@@ -232,7 +259,7 @@ def _send_plain_group(sig: group) -> GroupResult:
         if options:
             job = member.type.build_job(member.args, member.kwargs, task_id=task_id,
                                         flow={"group_id": group_id}, **options)
-        else:  # the usual case: the one options text shared by every member
+        else:  # the one options text shared by every member
             job = member.type.build_job(member.args, member.kwargs, task_id=task_id)
             job.options = shared
 

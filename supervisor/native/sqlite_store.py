@@ -220,6 +220,10 @@ class SqliteStore(BackendMeta):  # get_task_meta, get_state (result.py)
         self._insert(jobs)
         dispatch.publishing(jobs, after=True)
 
+    def enqueue_batch(self, batch: Any) -> None:
+        """A JobBatch (job.py): its calls as rows."""
+        self.enqueue(batch.jobs())
+
     def ensure_chords_allowed(self) -> None:
         raise NotImplementedError("chords need PostgreSQL: the SQLite backend carries plain "
                                   "tasks and groups only")
@@ -354,7 +358,7 @@ class SqliteWorkerDb:
         ))
 
     @staticmethod
-    def finish_params(rows: list[tuple]) -> list[list]:
+    def finish_params(rows: list[tuple], plain: bool = False) -> list[list]:
         return [list(col) for col in zip(*rows, strict=True)] if rows else []
 
     def mark_started(self, ids: list[int], tokens: list) -> set[int]:

@@ -15,7 +15,7 @@ import weakref
 from importlib import resources
 from typing import Any
 
-from supervisor.native.job import JSON_ROWS, Job, rows_param
+from supervisor.native.job import JSON_ROWS, Job, JobBatch, rows_param
 from supervisor.native.result import BackendMeta
 from supervisor.native.serial import loads
 
@@ -53,6 +53,48 @@ WITH rows AS (""" + JSON_ROWS + """), ins AS (
 )
 SELECT pg_notify('start_all_jobs', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS d
 """
+
+# A JobBatch (a plain group's members, calls of one task): the shared fields once, the ids as
+# one comma-separated text, the arguments as one JSON array each, only when some member has any
+# (a list parameter costs the driver several us per element to send). About 40 %
+# less database time per job than ENQUEUE's JSON rows, and no JSON to build per job. Its ids are
+# new random UUIDs, so a plain INSERT: an upsert's speculative insertion costs about a fifth of
+# the INSERT. ENQUEUE_BATCH_AGAIN is for a second attempt (the first one's answer was lost, it
+# may have committed) and for Django's on_commit: the rows already there are left as they are.
+_ENQUEUE_BATCH = """
+WITH ins AS (
+    INSERT INTO start_all.jobs (task_id, name, queue, priority, args, kwargs, options,
+                                run_at, expires_at, ignore_result, retries)
+    SELECT m.task_id, %(name)s, %(queue)s, %(priority)s, coalesce(m.args, '[]'),
+           coalesce(m.kwargs, '{}'), %(options)s::jsonb,
+           coalesce(%(eta)s::timestamptz,
+                    now() + make_interval(secs => coalesce(%(countdown)s::float8, 0))),
+           coalesce(%(expires_at)s::timestamptz,
+                    now() + make_interval(secs => %(expires_in)s::float8)),
+           %(ignore_result)s, %(retries)s
+    FROM unnest(
+        string_to_array(%(ids)s, ','),
+        ARRAY(SELECT v FROM jsonb_array_elements(%(args)s::jsonb) WITH ORDINALITY AS a(v, n)
+              ORDER BY n),
+        ARRAY(SELECT v FROM jsonb_array_elements(%(kwargs)s::jsonb) WITH ORDINALITY AS k(v, n)
+              ORDER BY n)) AS m(task_id, args, kwargs)
+    -- (conflict)
+)
+SELECT pg_notify('start_all_jobs', %(queue)s)
+"""
+ENQUEUE_BATCH = _ENQUEUE_BATCH.replace("    -- (conflict)\n", "")
+ENQUEUE_BATCH_AGAIN = _ENQUEUE_BATCH.replace("-- (conflict)", "ON CONFLICT (task_id) DO NOTHING")
+
+
+def batch_params(batch: JobBatch) -> dict:
+    t = batch.template
+    return {"name": t.name, "queue": t.queue, "priority": t.priority, "options": t.options,
+            "eta": t.eta, "countdown": t.countdown, "expires_at": t.expires_at,
+            "expires_in": t.expires_in, "ignore_result": t.ignore_result, "retries": t.retries,
+            "ids": ",".join(batch.task_ids),
+            "args": None if batch.args is None else "[" + ",".join(batch.args) + "]",
+            "kwargs": None if batch.kwargs is None else "[" + ",".join(batch.kwargs) + "]"}
+
 
 # The subquery walks jobs_waiting in order and stops at the limit; `= ANY(ARRAY(...))` keeps
 # the planner on the primary key for the update (a join would scan the table to hash it).
@@ -124,17 +166,60 @@ WITH outcome AS (
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM done), (SELECT count(*) FROM wake)
 """
 
-# A batch with no forget and no retry (the usual one) skips the DELETE and the NOTIFY: the
-# same update, about a third less database time per batch.
-FINISH_PLAIN = (FINISH[:FINISH.index("), gone AS (")]
-                + FINISH[FINISH.index("), done AS ("):FINISH.index("), wake AS (")]
-                + ")\nSELECT (SELECT count(*) FROM done), 0\n")
+# A batch with no forget, no retry and no new arguments (the usual one) skips FINISH's DELETE,
+# NOTIFY and JSON rows: ids, lease tokens and statuses come as comma-separated texts, results as
+# one JSON array, tracebacks as one (NULL when the batch has none).
+FINISH_PLAIN = """
+WITH o AS (
+    SELECT * FROM unnest(
+        string_to_array(%(ids)s, ',')::bigint[], string_to_array(%(tokens)s, ',')::uuid[],
+        string_to_array(%(statuses)s, ','),
+        ARRAY(SELECT v FROM jsonb_array_elements(%(results)s::jsonb) WITH ORDINALITY AS r(v, n)
+              ORDER BY n),
+        ARRAY(SELECT v FROM jsonb_array_elements_text(%(tracebacks)s::jsonb)
+              WITH ORDINALITY AS t(v, n) ORDER BY n)) AS o(id, token, status, result, traceback)
+), done AS (
+    UPDATE start_all.jobs AS j
+    SET status = o.status, result = o.result, traceback = o.traceback,
+        lease_token = NULL, lease_until = NULL, attempt_started = false, finished_at = now()
+    FROM o
+    WHERE j.id = o.id AND j.lease_token = o.token
+    RETURNING 1
+)
+SELECT count(*) FROM done
+"""
+
+# The same when every job of the batch came with one claim (one lease token) and ended the same
+# way (same status and result, no traceback: tasks returning None, say): no join, constants.
+# About a quarter less database time per job than FINISH.
+FINISH_SAME = """
+WITH done AS (
+    UPDATE start_all.jobs
+    SET status = %(status)s, result = %(result)s::jsonb, traceback = NULL,
+        lease_token = NULL, lease_until = NULL, attempt_started = false, finished_at = now()
+    WHERE id = ANY(string_to_array(%(ids)s, ',')::bigint[]) AND lease_token = %(token)s::uuid
+    RETURNING 1
+)
+SELECT count(*) FROM done
+"""
 
 
 class FinishParams(list):
-    """FINISH's parameters; `plain` when FINISH_PLAIN does the same work."""
+    """FINISH's parameters (one JSON text)."""
 
-    plain = False
+    statement = FINISH
+
+
+class PlainFinish(dict):
+    """FINISH_PLAIN's parameters."""
+
+    statement = FINISH_PLAIN
+
+
+class SameFinish(dict):
+    """FINISH_SAME's parameters."""
+
+    statement = FINISH_SAME
 
 
 # Hand held-but-unfinished jobs back (graceful stop): they keep their retry count.
@@ -364,16 +449,17 @@ class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
         with self._lock:
             self._connection()
 
-    def execute(self, sql: str, params: Any = None) -> list:
+    def execute(self, sql: str, params: Any = None, again: str | None = None) -> list:
         """Run one statement; reconnect once if the connection was lost (statements are
-        idempotent: enqueue upserts by task_id)."""
+        idempotent: enqueue upserts by task_id; `again`, when given, is the statement for
+        that second attempt)."""
         import psycopg
 
         with self._lock:
             for attempt in (1, 2):
                 conn = self._connection()
                 try:
-                    cur = conn.execute(sql, params)
+                    cur = conn.execute(sql if attempt == 1 or again is None else again, params)
                     return cur.fetchall() if cur.description else []
                 except psycopg.OperationalError:
                     if attempt == 2 or not conn.closed:
@@ -389,6 +475,19 @@ class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
         if transactions.deferred(self, ENQUEUE, params):
             return
         self.execute(ENQUEUE, params)
+        dispatch.publishing(jobs, after=True)
+
+    def enqueue_batch(self, batch: JobBatch) -> None:
+        """Calls of one task in one statement (see ENQUEUE_BATCH)."""
+        from supervisor.native import dispatch, transactions
+
+        signals = dispatch.before_task_publish.receivers or dispatch.after_task_publish.receivers
+        jobs = batch.jobs() if signals else []
+        dispatch.publishing(jobs)
+        params = batch_params(batch)
+        if transactions.deferred(self, ENQUEUE_BATCH_AGAIN, params):
+            return
+        self.execute(ENQUEUE_BATCH, params, again=ENQUEUE_BATCH_AGAIN)
         dispatch.publishing(jobs, after=True)
 
     # --- canvas (supervisor/native/canvas_store.py holds the statements) ----------------
@@ -548,26 +647,21 @@ class PgWorkerDb:
     def _finish(self, finish: list) -> int:
         if self.finisher is None:
             self.finisher = connect(self.url, True if self.explicit_poll_only else None)
-        statement = FINISH_PLAIN if getattr(finish, "plain", False) else FINISH
+        statement = getattr(finish, "statement", FINISH)
         return self.finisher.execute(statement, finish).fetchone()[0]
 
     def _claim(self, claim: dict) -> list:
-        claimed = limited = None
         if len(claim["queues"]) == 1:
             claim = {**claim, "queue": claim["queues"][0]}
         statement = CLAIM_ONE if "queue" in claim else CLAIM
-        with self.conn.pipeline():
-            if claim.get("limited"):  # rate-limited names: see ratelimit.py
-                from supervisor.native import ratelimit
+        if not claim.get("limited"):  # one statement: no pipeline (it costs ~0.1 ms a claim)
+            return self.conn.execute(statement, claim).fetchall()
+        with self.conn.pipeline():  # rate-limited names (see ratelimit.py): both at once
+            from supervisor.native import ratelimit
 
-                claimed = self.conn.execute(ratelimit.exclude_limited(statement), claim)
-                limited = self.conn.execute(ratelimit.CLAIM_LIMITED, claim)
-            else:
-                claimed = self.conn.execute(statement, claim)
-        rows = claimed.fetchall()
-        if limited is not None:
-            rows += limited.fetchall()
-        return rows
+            claimed = self.conn.execute(ratelimit.exclude_limited(statement), claim)
+            limited = self.conn.execute(ratelimit.CLAIM_LIMITED, claim)
+        return claimed.fetchall() + limited.fetchall()
 
     def finish_flow(self, finish: list[list], hook: Any) -> int:
         """Finish jobs that are part of a workflow: the finish and what follows it (canvas
@@ -580,15 +674,31 @@ class PgWorkerDb:
         return len(self.conn.execute(RELEASE, (ids, tokens)).fetchall())
 
     @staticmethod
-    def finish_params(rows: list[tuple]) -> list:
+    def finish_params(rows: list[tuple], plain: bool = False) -> list | dict:
         """FINISH's one parameter from (id, token, status, result, traceback, countdown,
-        args, kwargs, forget) rows."""
+        args, kwargs, forget) rows (results as JSON texts); with `plain`, FINISH_SAME's or
+        FINISH_PLAIN's where they do the same (see those). The statement to run goes with
+        them (`.statement`)."""
         texts: dict = {}  # one token per claim: its text once, not once a job
-        params = FinishParams([json.dumps([
+        if plain and rows and all(
+                status != "RETRY" and result is not None and not forget and args is None
+                and kwargs is None for _i, _t, status, result, _tb, _c, args, kwargs, forget
+                in rows):
+            ids = ",".join([str(row[0]) for row in rows])
+            _i, token, status, result, *_rest = rows[0]
+            if all(row[1] == token and row[2] == status and row[3] == result
+                   and row[4] is None for row in rows):
+                return SameFinish(ids=ids, token=str(token), status=status, result=result)
+            tracebacks = [row[4] for row in rows]
+            return PlainFinish(
+                ids=ids,
+                tokens=",".join([texts.get(t) or texts.setdefault(t, str(t))
+                                 for _i, t, *_rest in rows]),
+                statuses=",".join([row[2] for row in rows]),
+                results="[" + ",".join([row[3] for row in rows]) + "]",
+                tracebacks=json.dumps(tracebacks) if any(tracebacks) else None)
+        return FinishParams([json.dumps([
             (i, texts.get(t) or texts.setdefault(t, str(t)), *rest) for i, t, *rest in rows])])
-        params.plain = all(status != "RETRY" and not forget
-                           for _i, _t, status, *_rest, forget in rows)
-        return params
 
     def mark_started(self, ids: list[int], tokens: list) -> set[int]:
         return {row[0] for row in self.conn.execute(MARK_STARTED, (ids, tokens)).fetchall()}

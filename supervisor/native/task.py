@@ -43,41 +43,58 @@ def backoff_interval(factor: int, retries: int, maximum: float, full_jitter: boo
 
 
 class Context:
-    """`self.request` inside a task: what this particular run is about."""
+    """`self.request` inside a task: what this particular run is about.
+
+    The defaults are class attributes (as in Celery's Context), so a request is one dict
+    update: a worker builds one per job, with most fields given."""
+
+    id: str | None = None
+    retries = 0
+    is_eager = False
+    called_directly = True
+    eta = None
+    expires = None
+    hostname: str | None = None
+    ignore_result = False
+    task: str | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group_id: str | None = None
+    group_index: int | None = None
+    chord: str | None = None
+    headers: dict | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    callbacks: list | None = None
+    errbacks: list | None = None
+    chain: list | None = None
+    replaced_task_nesting = 0
+    retry_request: Retry | None = None  # set by retry(throw=False)
+    stamps: dict | None = None  # a stamped job's stamps (stamping.py)
+    stamped_headers: list | None = None
 
     def __init__(self, **fields: Any) -> None:
-        self.id: str | None = None
+        # the mutable defaults are each request's own
         self.args: list = []
         self.kwargs: dict = {}
-        self.retries = 0
-        self.is_eager = False
-        self.called_directly = True
-        self.eta = None
-        self.expires = None
-        self.hostname: str | None = None
         self.delivery_info: dict = {}
-        self.ignore_result = False
-        self.timelimit = (None, None)
-        self.task: str | None = None
-        self.root_id: str | None = None
-        self.parent_id: str | None = None
-        self.group_id: str | None = None
-        self.group_index: int | None = None
-        self.chord: str | None = None
-        self.headers: dict | None = None
         self.properties: dict = {}
-        self.time_limit: float | None = None
-        self.soft_time_limit: float | None = None
-        self.callbacks: list | None = None
-        self.errbacks: list | None = None
-        self.chain: list | None = None
-        self.replaced_task_nesting = 0
-        self.retry_request: Retry | None = None  # set by retry(throw=False)
-        self.stamps: dict | None = None  # a stamped job's stamps (stamping.py)
-        self.stamped_headers: list | None = None
         self.__dict__.update(fields)
         self.timelimit = (self.time_limit, self.soft_time_limit)
         self.group = self.group_id  # Celery's name for it
+
+    @classmethod
+    def adopt(cls, fields: dict) -> Context:
+        """A request over `fields` itself, not a copy (the worker builds that dict per job)."""
+        ctx = cls.__new__(cls)
+        for key, make in (("args", list), ("kwargs", dict), ("delivery_info", dict),
+                          ("properties", dict)):
+            if key not in fields:
+                fields[key] = make()
+        ctx.__dict__ = fields
+        ctx.timelimit = (ctx.time_limit, ctx.soft_time_limit)
+        ctx.group = ctx.group_id
+        return ctx
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
@@ -143,6 +160,13 @@ class Task:
         if stack is None:
             stack = self._local.stack = []
         stack.append(Context(**fields))
+
+    def push_context(self, ctx: Context) -> None:
+        """push_request() of a Context already built (the worker's, see Context.adopt)."""
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        stack.append(ctx)
 
     def pop_request(self) -> None:
         self._local.stack.pop()

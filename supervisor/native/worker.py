@@ -285,7 +285,7 @@ class Worker:
             plain = [o for o in batch if not _needs_hook(o)] if flows else batch
             flow_written = self._finish_flows(flows) if flows else 0
             written, rows = self.db.exchange(
-                self._finish_params(plain) if plain else None,
+                self._finish_params(plain, fast=True) if plain else None,
                 {"queues": self.queues, "limit": limit, "token": token, "worker": self.id,
                  "lease": self.lease, **self._limit_params()} if limit > 0 else None,
             )
@@ -364,12 +364,14 @@ class Worker:
             busy = len(self.running)
         return {**self.limits, "idle": max(0, self.concurrency - busy - self.ready.qsize())}
 
-    def _finish_params(self, batch: list[Outcome]) -> list:
+    def _finish_params(self, batch: list[Outcome], fast: bool = False) -> Any:
+        """The finish statement's parameters; `fast`: FINISH_PLAIN's where it applies (not
+        for workflow jobs, whose finish runs FINISH with their hook)."""
         return self.db.finish_params([
             (o.job.id, o.job.token, o.status if o.status != FORGET else SUCCESS,
              json.dumps(o.result) if isinstance(o.result, dict) else o.result,
              o.traceback, o.countdown, o.args, o.kwargs, o.status == FORGET)
-            for o in batch])
+            for o in batch], fast)
 
     def _flush(self) -> None:
         if self.done:

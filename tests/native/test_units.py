@@ -112,3 +112,26 @@ def test_add_to_chord_says_it_is_not_supported():
     with pytest.raises(NotImplementedError, match="add_to_chord.*not supported"):
         grow.apply().get()
     app.close()
+
+
+def test_requests_keep_their_own_mutable_defaults_and_adopt_takes_the_dict():
+    """Context's defaults are class attributes (one dict update per job in the worker): the
+    mutable ones are still each request's own, and adopt() uses the given dict itself."""
+    import uuid
+
+    from supervisor.native.job import new_ids
+    from supervisor.native.task import Context
+
+    a, b = Context(), Context(id="x", time_limit=5)
+    a.args.append(1)
+    a.delivery_info["k"] = 1
+    assert (b.args, b.delivery_info, b.properties, b.kwargs) == ([], {}, {}, {})
+    assert (a.id, b.id, b.retries, b.called_directly, b.timelimit) == (None, "x", 0, True,
+                                                                       (5, None))
+    fields = {"id": "y", "group_id": "g", "soft_time_limit": 2}
+    c = Context.adopt(fields)
+    assert c.__dict__ is fields and c.group == "g" and c.timelimit == (None, 2)
+    assert c.args == [] and c.get("retries") == 0 and c.get("nope", 3) == 3
+    ids = new_ids(500)
+    assert len(set(ids)) == 500
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)

@@ -71,6 +71,91 @@ def test_two_workers_never_run_the_same_job(qapp, db, start_worker, tmp_path):
     assert len({line.split()[1] for line in lines(marks)}) == 2, "both workers took jobs"
 
 
+def test_a_plain_group_stores_what_its_members_sent_one_by_one_would(qapp, db, monkeypatch):
+    """A group of one task's plain calls is sent as one batch (store.ENQUEUE_BATCH): each
+    row holds what apply_async() of that call stores (route, priority, expiry, arguments,
+    ignore_result), plus the group's id; the ids are UUIDs of their own."""
+    import uuid
+
+    from supervisor.native import group
+
+    monkeypatch.setattr(qapp.routed_add, "priority", 7, raising=False)
+    monkeypatch.setattr(qapp.routed_add, "expires", 60, raising=False)
+    monkeypatch.setattr(qapp.routed_add, "ignore_result", True, raising=False)
+    calls = [((1, 2), {}), ((3,), {"y": 4}), ((), {"x": "a", "y": "b"})]
+    single = [qapp.routed_add.apply_async(args, kwargs).id for args, kwargs in calls]
+    grouped = group(qapp.routed_add.s(*args, **kwargs) for args, kwargs in calls).apply_async()
+    assert [r.id for r in grouped.results] != single
+    fields = ("name", "queue", "priority", "args", "kwargs", "ignore_result", "retries",
+              "status")
+    for one, member in zip(single, grouped.results, strict=True):
+        a, b = job_row(db, one), job_row(db, member.id)
+        assert [a[f] for f in fields] == [b[f] for f in fields]
+        assert b["queue"] == "routed" and b["priority"] == 7 and b["ignore_result"]
+        assert b["options"] == {"group_id": grouped.id}
+        assert abs((a["expires_at"] - b["expires_at"]).total_seconds()) < 30
+        assert uuid.UUID(member.id).version == 4 and str(uuid.UUID(member.id)) == member.id
+    assert len({r.id for r in grouped.results}) == 3
+    empty = group(qapp.add.s() for _ in range(2)).apply_async()  # no arguments at all
+    assert [(job_row(db, r.id)["args"], job_row(db, r.id)["kwargs"]) for r in empty.results] \
+        == [([], {}), ([], {})]
+
+
+def test_a_batch_sent_again_after_a_lost_answer_changes_nothing(qapp, db):
+    """A second attempt of a batch (its first answer was lost: it may have committed) and a
+    batch run at a Django commit keep the rows already there, raising nothing."""
+    from supervisor.native import store
+    from supervisor.native.job import JobBatch, new_ids
+
+    template = qapp.add.build_job(task_id="")
+    batch = JobBatch(template, new_ids(3), ["[1, 2]", "[3, 4]", "[5, 6]"], None)
+    params = store.batch_params(batch)
+    db.execute(store.ENQUEUE_BATCH, params)
+    db.execute("UPDATE start_all.jobs SET status = 'SUCCESS' WHERE task_id = %s",
+               (batch.task_ids[0],))
+    db.execute(store.ENQUEUE_BATCH_AGAIN, params)
+    rows = db.execute("SELECT task_id, status, args FROM start_all.jobs ORDER BY id").fetchall()
+    assert rows == [(batch.task_ids[0], "SUCCESS", [1, 2]), (batch.task_ids[1], "PENDING", [3, 4]),
+                    (batch.task_ids[2], "PENDING", [5, 6])]
+
+
+def test_the_plain_finishes_write_what_finish_writes_and_stay_fenced(qapp, db):
+    """FINISH_SAME (one claim, one outcome for all) and FINISH_PLAIN (mixed outcomes) write
+    what FINISH does, and only under the claim's lease token."""
+    import uuid
+
+    from supervisor.native import group, store
+
+    group(qapp.add.s(i, i) for i in range(6)).apply_async()
+    token, stale = uuid.uuid4(), uuid.uuid4()
+    rows = db.execute(store.CLAIM_ONE, {"queue": "celery", "limit": 6, "token": token,
+                                        "worker": "t", "lease": 60}).fetchall()
+    ids = sorted(r[0] for r in rows)
+    same = [(i, token, "SUCCESS", "null", None, 0.0, None, None, False) for i in ids[:3]]
+    mixed = [(ids[3], token, "SUCCESS", '{"a": [1, "x,y"]}', None, 0.0, None, None, False),
+             (ids[4], token, "FAILURE", '{"exc_type": "E"}', "Traceback, with a comma\n", 0.0,
+              None, None, False),
+             (ids[5], token, "REVOKED", '"r"', None, 0.0, None, None, False)]
+    for batch, kind in ((same, store.SameFinish), (mixed, store.PlainFinish)):
+        params = store.PgWorkerDb.finish_params(batch, plain=True)
+        assert type(params) is kind
+        stale_params = store.PgWorkerDb.finish_params(
+            [(i, stale, *rest) for i, _t, *rest in batch], plain=True)
+        assert db.execute(stale_params.statement, stale_params).fetchone()[0] == 0
+        assert db.execute(params.statement, params).fetchone()[0] == 3
+    got = db.execute("SELECT status, result, traceback, lease_token, finished_at IS NOT NULL "
+                     "FROM start_all.jobs WHERE id = ANY(%s) ORDER BY id", (ids,)).fetchall()
+    assert [g[0] for g in got] == ["SUCCESS"] * 4 + ["FAILURE", "REVOKED"]
+    assert [g[1] for g in got] == [None, None, None, {"a": [1, "x,y"]}, {"exc_type": "E"}, "r"]
+    assert [g[2] for g in got] == [None] * 4 + ["Traceback, with a comma\n", None]
+    assert all(g[3] is None and g[4] for g in got)
+    # a batch that retries, forgets or has no result text takes FINISH
+    for odd in [(ids[0], token, "RETRY", "{}", None, 1.0, None, None, False),
+                (ids[0], token, "SUCCESS", "null", None, 0.0, None, None, True),
+                (ids[0], token, "FAILURE", None, None, 0.0, None, None, False)]:
+        assert store.PgWorkerDb.finish_params([odd], plain=True).statement == store.FINISH
+
+
 def test_revoke_pending_and_running(qapp, db, start_worker, tmp_path):
     marks = tmp_path / "rv"
     pending = qapp.mark.apply_async(args=["never", str(marks)], countdown=1)
