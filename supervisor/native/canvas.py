@@ -247,7 +247,16 @@ def _signatures(tasks: tuple, app: Any = None) -> list[Signature]:
     """The arguments of chain()/group(): signatures, or one iterable of them."""
     if len(tasks) == 1 and not isinstance(tasks[0], dict):
         tasks = tuple(tasks[0])
-    return [maybe_signature(t, app) for t in tasks]
+    sigs: list[Signature] = []
+    seen: set[int] = set()
+    for t in tasks:
+        sig = maybe_signature(t, app)
+        if id(sig) in seen:  # one signature object given twice (a generator repeating it):
+            sig = sig.clone()  # each place runs its own task, with its own id
+            sig.options.pop("task_id", None)
+        seen.add(id(sig))
+        sigs.append(sig)
+    return sigs
 
 
 class _Steps(Signature):

@@ -223,3 +223,22 @@ def test_a_copied_workflow_keeps_the_app_of_its_tasks(flow, pg_url):
     finally:
         t.app.set_current()
         other.close()
+
+
+def test_one_signature_object_repeated_runs_in_each_place(flow, start_worker, tmp_path):
+    """chain(sig for _ in range(n)) repeats one object: each place is its own task, and
+    each runs its own link callback (Celery's chain/group children with callbacks)."""
+    from supervisor.native import chain, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "links"
+    step = t.identity.si(7)
+    step.link(t.record.s(str(marks)))
+    assert chain(step for _ in range(5)).delay().get(timeout=30) == 7
+    wait_for(lambda: len(lines(marks)) >= 5, 20, "a link callback per chain step")
+    members = group(step for _ in range(4)).delay()
+    assert members.get(timeout=30) == [7] * 4
+    assert len({r.id for r in members.results}) == 4
+    wait_for(lambda: len(lines(marks)) >= 9, 20, "a link callback per group member")
+    assert [line.split()[0] for line in lines(marks)] == ["7"] * 9
