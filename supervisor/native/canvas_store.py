@@ -48,6 +48,15 @@ RETURNING c.id, c.fired_at IS NOT NULL, c.header_ids, c.body, c.after, c.outer_c
           c.root_id, c.error
 """
 
+# Task.add_to_chord(): one more header task to wait for; its result lands after the others.
+# Only a chord still waiting can grow (its caller is a header task still running).
+GROW_CHORD = """
+UPDATE start_all.chords
+SET remaining = remaining + jsonb_array_length(%s::jsonb), header_ids = header_ids || %s::jsonb
+WHERE id = %s AND fired_at IS NULL
+RETURNING id
+"""
+
 HEADER_RESULTS = """
 SELECT j.status, j.result
 FROM jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS h(task_id, ord)
@@ -160,6 +169,20 @@ def finish_flow(conn: Any, finish: str, finish_params: list[list], hook: Any) ->
 def submit(conn: Any, jobs: list[Job], chords: list) -> None:
     """Send a planned workflow: its chord counters and first jobs, together."""
     with conn.transaction():
+        tx = FlowTx(conn)
+        tx.insert_chords(chords)
+        tx.insert_jobs(jobs)
+
+
+def grow_chord(conn: Any, chord_id: str, header_ids: list[str], jobs: list[Job],
+               chords: list) -> None:
+    """Task.add_to_chord(): raise the chord's counter and send its new header tasks, together.
+    """
+    ids = json.dumps(header_ids)
+    with conn.transaction():
+        if conn.execute(GROW_CHORD, (ids, ids, chord_id)).fetchone() is None:
+            raise ValueError(f"chord {chord_id} is not waiting for its header any more "
+                             "(add_to_chord is called from a task of the chord's header)")
         tx = FlowTx(conn)
         tx.insert_chords(chords)
         tx.insert_jobs(jobs)

@@ -243,6 +243,20 @@ def _send_plain_group(sig: group) -> GroupResult:
     return GroupResult(group_id, results, app=app)
 
 
+def add_to_chord(app: Any, request: Any, sig: Any) -> Any:
+    """Task.add_to_chord(): plan `sig` as one more header member of the running chord of
+    `request` (a header task), and send it with the chord's counter raised, together."""
+    chord_id = request.chord
+    sig = maybe_signature(sig, app).clone()
+    if type(sig) is Signature:  # a task joins the header group (a chord's group_id is its own)
+        sig.options.setdefault("group_id", request.group_id or chord_id)
+    result = sig._freeze_all()
+    plan = Plan(app)
+    plan.add(sig, (), None, chord_id, request.id, request.root_id or request.id)
+    app.backend.add_to_chord(chord_id, [sig.tail().id], plan.jobs, plan.chords)
+    return result
+
+
 # --- the completion hook ----------------------------------------------------------------------
 
 class Finished:

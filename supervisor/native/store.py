@@ -407,6 +407,16 @@ class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
         self._with_connection(lambda conn: canvas_store.submit(conn, jobs, chords))
         dispatch.publishing(jobs, after=True)
 
+    def add_to_chord(self, chord_id: str, header_ids: list[str], jobs: list[Job],
+                     chords: list) -> None:
+        """Task.add_to_chord(): the chord waits for `header_ids` too; `jobs` start them."""
+        from supervisor.native import canvas_store, dispatch
+
+        dispatch.publishing(jobs)
+        self._with_connection(lambda conn: canvas_store.grow_chord(
+            conn, chord_id, header_ids, jobs, chords))
+        dispatch.publishing(jobs, after=True)
+
     def save_group(self, group_id: str, results: dict) -> None:
         from supervisor.native import canvas_store
 

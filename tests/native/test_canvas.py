@@ -242,3 +242,23 @@ def test_one_signature_object_repeated_runs_in_each_place(flow, start_worker, tm
     assert len({r.id for r in members.results}) == 4
     wait_for(lambda: len(lines(marks)) >= 9, 20, "a link callback per group member")
     assert [line.split()[0] for line in lines(marks)] == ["7"] * 9
+
+
+def test_add_to_chord_grows_the_running_chord(flow, start_worker, db):
+    """Task.add_to_chord(): the chord's body waits for the added tasks and gets their results
+    with the others'; the counter row ends at zero with every header id recorded."""
+    from supervisor.native import chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    res = chord([t.grow_chord.s([1, 2, 3], 4), t.add.s(1, 1)], t.identity.s()).delay()
+    assert sorted(res.get(timeout=30)) == [0, 2, 5, 6, 7]
+    remaining, header_ids = db.execute("SELECT remaining, header_ids FROM start_all.chords "
+                                       "WHERE id = %s", (res.parent.id,)).fetchone()
+    assert remaining == 0 and len(header_ids) == 5
+    # an added chord counts as one result: its body's
+    res = chord([t.grow_chord_with_chord.s([1, 2, 3], 4)], t.identity.s()).delay()
+    assert sorted(res.get(timeout=30)) == [0, 5 + 6 + 7]
+    # outside a chord there is nothing to add to
+    with pytest.raises(ValueError, match="not member of any chord"):
+        t.grow_chord.delay([1], 1).get(timeout=30)

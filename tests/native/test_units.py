@@ -99,16 +99,18 @@ def test_slots_missed_while_frozen_fire_once_on_wake():
     assert fresh.due(base + 720) == []
 
 
-def test_add_to_chord_says_it_is_not_supported():
+def test_add_to_chord_needs_a_chord_and_refuses_lazy():
     from supervisor.native import Celery
 
     app = Celery("units-add-to-chord", broker="postgresql://u@127.0.0.1/none",
                  set_as_current=False)  # later tests keep their current app
 
     @app.task(bind=True)
-    def grow(self):
-        return self.add_to_chord(grow.si())
+    def grow(self, lazy=False):
+        return self.add_to_chord(grow.si(), lazy=lazy)
 
-    with pytest.raises(NotImplementedError, match="add_to_chord.*not supported"):
+    with pytest.raises(ValueError, match="not member of any chord"):
         grow.apply().get()
+    with pytest.raises(NotImplementedError, match="lazy=True.*not supported"):
+        grow.apply(kwargs={"lazy": True}).get()
     app.close()
