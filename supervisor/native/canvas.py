@@ -7,11 +7,10 @@ plans the workflow into rows (see flow.py, which also holds the worker's complet
 from __future__ import annotations
 
 import copy
-import json
 import uuid
 from typing import Any
 
-from supervisor.native import stamping
+from supervisor.native import serial, stamping
 from supervisor.native.current import current_app
 from supervisor.native.result import AsyncResult, GroupResult
 from supervisor.native.stamping import StampingVisitor
@@ -113,7 +112,8 @@ class Signature(dict):
         """Subclasses turn nested dicts back into signatures."""
 
     def __deepcopy__(self, memo: dict) -> Signature:
-        new = type(self).from_dict(json.loads(json.dumps(self, default=str)), app=self.app)
+        # through Celery's JSON types, so bytes, datetimes, UUIDs... stay what they are
+        new = type(self).from_dict(serial.loads(serial.dumps(self)), app=self.app)
         new._type = self._type
         return new
 
@@ -370,6 +370,22 @@ class group(_Steps):  # noqa: N801 - Celery's name
 
     def __call__(self, *args: Any, **options: Any) -> Any:
         return self.apply_async(args, **options)
+
+    def link(self, callback: dict) -> dict:
+        """As Celery: the callback goes on the first member (made immutable, since that one
+        member's result is not the group's), so it may run before the others finish."""
+        if not self.tasks:
+            return super().link(callback)
+        return self.tasks[0].link(maybe_signature(callback, self._app).clone().set(
+            immutable=True))
+
+    def link_error(self, errback: dict) -> dict:
+        """As Celery: every member may fail, so each one gets the errback."""
+        if not self.tasks:
+            return super().link_error(errback)
+        for task in self.tasks:
+            task.link_error(errback)
+        return errback
 
     def _freeze_all(self) -> GroupResult:
         self.options.setdefault("task_id", str(uuid.uuid4()))

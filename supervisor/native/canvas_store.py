@@ -130,8 +130,8 @@ class FlowTx:
     def insert_chords(self, chords: list) -> None:
         for c in chords:
             self.conn.execute(INSERT_CHORD, (
-                c.id, c.remaining, json.dumps(c.header_ids), json.dumps(c.body),
-                json.dumps(c.after or []), c.outer, c.root_id))
+                c.id, c.remaining, json.dumps(c.header_ids), dumps(c.body),
+                dumps(c.after or []), c.outer, c.root_id))
 
     def count_chords(self, counts: dict[str, list]) -> list[ChordFired]:
         ids = sorted(counts)  # one lock order for every worker: no deadlocks

@@ -262,3 +262,28 @@ def test_add_to_chord_grows_the_running_chord(flow, start_worker, db):
     # outside a chord there is nothing to add to
     with pytest.raises(ValueError, match="not member of any chord"):
         t.grow_chord.delay([1], 1).get(timeout=30)
+
+
+def test_group_link_and_link_error_reach_its_members(flow, start_worker, tmp_path):
+    """group.link(cb) runs cb once, from the first member (immutable, as Celery);
+    group.link_error(eb) runs eb for each member that fails. A bytes argument in a
+    callback stays bytes (a Celery JSON type)."""
+    from supervisor.native import group
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "marks"
+    ok = group(t.identity.si(1), t.identity.si(2))
+    ok.link(t.record.si(b"raw", str(marks)))
+    assert ok.delay().get(timeout=30) == [1, 2]
+    wait_for(lambda: lines(marks), 20, "the group's callback")
+    failing = group(t.fail.si(), t.identity.si(3), t.fail.si())
+    failing.link_error(t.errback_old.s(str(marks)))
+    res = failing.delay()
+    with pytest.raises(ValueError, match="expected failure"):
+        res.get(timeout=30)
+    wait_for(lambda: len(lines(marks)) >= 3, 20, "an errback per failed member")
+    got = lines(marks)
+    assert got[0].split()[0] == "b'raw'" and len(got) == 3
+    assert sorted(got[1:]) == sorted(f"errback {r.id}" for r in (res.results[0],
+                                                                 res.results[2]))
