@@ -289,7 +289,8 @@ def after_finish(app: Any, tx: Any, finished: list[Finished]) -> None:
     events = finished
     while events:
         plan = Plan(app)
-        counts: dict[str, list] = {}  # chord id -> [finished header tasks, first error]
+        # chord id -> [finished header tasks, first error, the last of them]
+        counts: dict[str, list] = {}
         mirrors = []
         for event in events:
             try:
@@ -343,8 +344,9 @@ def _follow(app: Any, event: Finished, plan: Plan, counts: dict, mirrors: list) 
         return  # RETRY / REPLACED: nothing has finished yet
     chord_id = flow.get("chord")
     if chord_id:
-        count = counts.setdefault(chord_id, [0, None])
+        count = counts.setdefault(chord_id, [0, None, None])
         count[0] += 1
+        count[2] = event.task_id  # the body's parent: the header task that completes it
         if event.status != "SUCCESS" and count[1] is None:
             count[1] = {"task_id": event.task_id, "exc": event.result}
 
@@ -361,8 +363,8 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
                 row.header_ids, results, strict=True) if status != "SUCCESS"), None)
         if failed is None:
             plan = Plan(app)
-            plan.add(body, ([res for _status, res in results],), after, row.outer, None,
-                     row.root_id)
+            plan.add(body, ([res for _status, res in results],), after, row.outer,
+                     counts[row.id][2], row.root_id)
             if plan.chords:
                 tx.insert_chords(plan.chords)
             tx.insert_jobs(plan.jobs)

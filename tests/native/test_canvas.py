@@ -287,3 +287,18 @@ def test_group_link_and_link_error_reach_its_members(flow, start_worker, tmp_pat
     assert got[0].split()[0] == "b'raw'" and len(got) == 3
     assert sorted(got[1:]) == sorted(f"errback {r.id}" for r in (res.results[0],
                                                                  res.results[2]))
+
+
+def test_chord_body_parent_is_the_header_task_that_completed_it(flow, start_worker):
+    """As Celery: the body's request.parent_id is a header task's id (the last to finish),
+    its root_id the workflow's."""
+    from supervisor.native import chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    first = t.add.si(1, 1)
+    root_id = first.freeze().id
+    res = (first | chord([t.add.si(i, i) for i in range(5)], t.request_info.s())).delay()
+    info = res.get(timeout=30)
+    assert info["parent_id"] in {r.id for r in res.parent.results}
+    assert info["root_id"] == root_id
