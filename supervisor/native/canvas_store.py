@@ -13,18 +13,28 @@ from typing import Any
 from supervisor.native.job import JSON_ROWS, Job, rows_param
 from supervisor.native.serial import dumps
 
-# Like store.ENQUEUE, but a row that exists already is left alone: follow-up ids are fixed
-# in advance, so a task that ran twice still starts its follow-ups once.
+# Like store.ENQUEUE, but a row of the same workflow run (same root_id) is left alone:
+# follow-up ids are fixed in advance, so a task that ran twice still starts its follow-ups
+# once. A finished row of another run is queued again, as Celery re-runs a task sent again
+# with the same id (e.g. a frozen signature used in two workflows).
 INSERT_NEW = """
 WITH rows AS (""" + JSON_ROWS + """), ins AS (
-    INSERT INTO start_all.jobs (task_id, name, queue, priority, args, kwargs, options,
-                                run_at, expires_at, ignore_result, retries)
+    INSERT INTO start_all.jobs AS j (task_id, name, queue, priority, args, kwargs, options,
+                                     run_at, expires_at, ignore_result, retries)
     SELECT task_id, name, queue, priority, args, kwargs, options,
            coalesce(eta, now() + make_interval(secs => coalesce(countdown, 0))),
            coalesce(expires_at, now() + make_interval(secs => expires_in)),
            ignore_result, retries
     FROM rows
-    ON CONFLICT (task_id) DO NOTHING
+    ON CONFLICT (task_id) DO UPDATE SET
+        name = excluded.name, queue = excluded.queue, priority = excluded.priority,
+        status = 'PENDING', args = excluded.args, kwargs = excluded.kwargs,
+        options = excluded.options, run_at = excluded.run_at, expires_at = excluded.expires_at,
+        ignore_result = excluded.ignore_result, retries = excluded.retries, recoveries = 0,
+        orphaned = 0, attempt_started = false, revoke = NULL, result = NULL, traceback = NULL,
+        worker = NULL, started_at = NULL, finished_at = NULL, created_at = now()
+    WHERE j.status IN ('SUCCESS', 'FAILURE', 'REVOKED')
+      AND j.options->>'root_id' IS DISTINCT FROM excluded.options->>'root_id'
     RETURNING queue
 )
 SELECT pg_notify('start_all_jobs', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS d

@@ -302,3 +302,20 @@ def test_chord_body_parent_is_the_header_task_that_completed_it(flow, start_work
     info = res.get(timeout=30)
     assert info["parent_id"] in {r.id for r in res.parent.results}
     assert info["root_id"] == root_id
+
+
+def test_frozen_signature_in_two_workflows_runs_in_both(flow, start_worker, tmp_path):
+    """A follow-up whose id was fixed by the caller (freeze()) runs again in a second
+    workflow, as Celery re-runs a task sent again with the same id; within one run a
+    follow-up still starts once."""
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "runs"
+    step = t.record.s(str(marks))
+    step_id = step.freeze().id
+    assert (t.identity.si(1) | step).delay().get(timeout=30) == 1
+    second = (t.identity.si(2) | step).delay()
+    assert second.id == step_id  # until it runs again, the id holds the first run's result
+    wait_for(lambda: len(lines(marks)) >= 2, 20, "the frozen step run by the second chain")
+    wait_for(lambda: t.app.AsyncResult(step_id).result == 2, 20, "the second run's result")
+    assert [line.split()[0] for line in lines(marks)] == ["1", "2"]
