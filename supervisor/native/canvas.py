@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from supervisor.native import serial, stamping
@@ -413,16 +414,41 @@ class group(_Steps):  # noqa: N801 - Celery's name
 class chord(Signature):  # noqa: N801 - Celery's name
     """chord(header, body): run the header group, then body(list of the header's results)."""
 
+    # a header given as an iterator (a generator): sent as it yields, when the chord is sent
+    # on its own (Celery's incremental header); anything else reading the header first
+    # turns it into a list
+    _lazy_header: Iterator | None = None
+
     def __init__(self, header: Any = None, body: Any = None, **options: Any) -> None:
         app = options.pop("app", None)
         if isinstance(header, dict) and header.get("subtask_type") == "chord" and body is None:
             super().__init__(header, app=app)  # its JSON form
             return
+        lazy = None
+        if isinstance(header, Iterator) and not isinstance(header, dict):
+            lazy, header = header, None
         members = header if isinstance(header, group) else group(
             *(_signatures((header,), app) if header is not None else ()), app=app)
         super().__init__("celery.chord", (), {"header": members,
                                               "body": maybe_signature(body, app)},
                          options, subtask_type="chord", app=app)
+        self._lazy_header = lazy
+
+    def _materialize(self) -> None:
+        """The header iterator, read to its end (for everything but the incremental send)."""
+        lazy, self._lazy_header = self._lazy_header, None
+        if lazy is not None:
+            self.kwargs["header"] = group(_signatures((lazy,), self._app), app=self._app,
+                                          **self.kwargs["header"].options)
+
+    def take_lazy_header(self) -> Iterator | None:
+        """The header iterator, if it was not read yet (flow sends it as it yields)."""
+        lazy, self._lazy_header = self._lazy_header, None
+        return lazy
+
+    def __deepcopy__(self, memo: dict) -> chord:
+        self._materialize()
+        return super().__deepcopy__(memo)
 
     def _revive(self) -> None:
         self.kwargs["header"] = maybe_signature(self.kwargs["header"], self._app)
@@ -434,7 +460,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def tasks(self) -> list[Signature]:
         return self.kwargs["header"].tasks
 
-    header = property(lambda self: self.kwargs["header"])
+    @property
+    def header(self) -> group:
+        self._materialize()
+        return self.kwargs["header"]
+
     body = property(lambda self: self.kwargs["body"])
 
     @property
@@ -446,6 +476,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return self.header.app
 
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> chord:
+        self._materialize()
         new = Signature.clone(self, **options)
         if args or kwargs:
             new.kwargs["header"] = new.header.clone(args, kwargs)

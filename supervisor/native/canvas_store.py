@@ -198,6 +198,11 @@ def grow_chord(conn: Any, chord_id: str, header_ids: list[str], jobs: list[Job],
         tx.insert_jobs(jobs)
 
 
+def in_transaction(conn: Any, hook: Any) -> Any:
+    with conn.transaction():
+        return hook(FlowTx(conn))
+
+
 def save_group(conn: Any, group_id: str, results: dict) -> None:
     conn.execute("INSERT INTO start_all.groups (id, results) VALUES (%s, %s) "
                  "ON CONFLICT (id) DO UPDATE SET results = excluded.results",

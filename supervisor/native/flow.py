@@ -106,14 +106,7 @@ class Plan:
             members.append(chord(member, member.tail()) if isinstance(member, group)
                            else member)
         sig.header.kwargs["tasks"] = members
-        body = sig.body
-        if body is None:
-            raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
-        if sig.options.get("link_error"):
-            body = body.clone(link_error=[*(body.options.get("link_error") or []),
-                                          *sig.options["link_error"]])
-        if sig.options.get("link"):
-            body = body.clone(link=[*(body.options.get("link") or []), *sig.options["link"]])
+        body = _chord_body(sig)
         sig.header.options.setdefault("task_id", str(uuid.uuid4()))
         for member in members:
             member._freeze_all()
@@ -153,6 +146,19 @@ class Plan:
                 flow[key] = options.pop(key)
         job = sig.type.build_job(call_args, sig.kwargs, task_id=task_id, flow=flow, **options)
         self.jobs.append(job)
+
+
+def _chord_body(sig: chord) -> Signature:
+    """The body to start, with the callbacks given to the chord itself."""
+    body = sig.body
+    if body is None:
+        raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
+    if sig.options.get("link_error"):
+        body = body.clone(link_error=[*(body.options.get("link_error") or []),
+                                      *sig.options["link_error"]])
+    if sig.options.get("link"):
+        body = body.clone(link=[*(body.options.get("link") or []), *sig.options["link"]])
+    return body
 
 
 TIMING = ("countdown", "eta", "expires")
@@ -195,11 +201,46 @@ def send(sig: Signature) -> Any:
         return sig.type.apply_async(sig.args, sig.kwargs, **_plain_options(sig))
     if type(sig) is group and _plain_members(sig):  # the batched enqueue: one INSERT
         return _send_plain_group(sig)
+    if isinstance(sig, chord) and sig._lazy_header is not None:
+        return _send_incremental_chord(sig, sig.take_lazy_header())
     sig = sig.clone()
     result = sig._freeze_all()
     plan = Plan(app)
     plan.add(sig)
     app.backend.submit(plan.jobs, plan.chords)
+    return result
+
+
+def _send_incremental_chord(sig: chord, members: Iterable) -> Any:
+    """A chord whose header is a generator: each header task is sent as it is yielded (as
+    Celery does), so the first ones run while the generator makes the rest. The chord's
+    counter starts at one, held by this sender; each task raises it as it is sent (with
+    Task.add_to_chord's statement) and the hold is released at the end, which may fire
+    the body here, if every header task finished already."""
+    app = sig.app
+    body = _chord_body(sig).clone()
+    result = body._freeze_all()
+    header_id = (sig.kwargs["header"].options.get("task_id") or sig.options.get("group_id")
+                 or str(uuid.uuid4()))
+    hold = ChordRow(id=header_id, remaining=1, header_ids=[], body=dict(body), after=[],
+                    outer=None, root_id=None)
+    app.backend.submit([], [hold])
+    results = []
+    for item in members:  # one at a time: the generator runs between the sends
+        member = _pass_timing(sig, maybe_signature(item, app).clone())
+        if isinstance(member, group):  # counted as one result
+            member = chord(member, member.tail())
+        results.append(member._freeze_all())
+        member.options.setdefault("group_id", header_id)
+        plan = Plan(app)
+        plan.add(member, (), None, header_id, None, None)
+        app.backend.add_to_chord(header_id, [member.tail().id], plan.jobs, plan.chords)
+    app.backend.in_flow_transaction(
+        lambda tx: after_finish(app, tx, _fire_chords(app, tx, {header_id: [1, None, None]})))
+    first = result
+    while getattr(first, "parent", None) is not None:
+        first = first.parent
+    first.parent = GroupResult(header_id, results, app=app)
     return result
 
 

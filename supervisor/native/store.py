@@ -417,6 +417,12 @@ class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
             conn, chord_id, header_ids, jobs, chords))
         dispatch.publishing(jobs, after=True)
 
+    def in_flow_transaction(self, hook: Any) -> Any:
+        """Run `hook(tx)` (a canvas_store.FlowTx) in one transaction of its own."""
+        from supervisor.native import canvas_store
+
+        return self._with_connection(lambda conn: canvas_store.in_transaction(conn, hook))
+
     def save_group(self, group_id: str, results: dict) -> None:
         from supervisor.native import canvas_store
 

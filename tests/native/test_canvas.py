@@ -319,3 +319,26 @@ def test_frozen_signature_in_two_workflows_runs_in_both(flow, start_worker, tmp_
     wait_for(lambda: len(lines(marks)) >= 2, 20, "the frozen step run by the second chain")
     wait_for(lambda: t.app.AsyncResult(step_id).result == 2, 20, "the second run's result")
     assert [line.split()[0] for line in lines(marks)] == ["1", "2"]
+
+
+def test_chord_header_generator_is_sent_as_it_yields(flow, start_worker, tmp_path):
+    """A chord header given as a generator: each task is sent when yielded (the first runs
+    while the generator makes the next, as Celery), and the body waits for all of them,
+    also when the last finished before the generator ended (the sender fires it then)."""
+    from supervisor.native import chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "header"
+
+    def header():
+        yield t.record.s(1, str(marks))
+        wait_for(lambda: lines(marks), 20, "the first header task, run before the next one")
+        yield t.record.s(2, str(marks))
+        wait_for(lambda: len(lines(marks)) >= 2, 20, "the second header task")
+
+    res = chord(header(), t.xsum.s()).delay()
+    assert res.get(timeout=30) == 3
+    assert [line.split()[0] for line in lines(marks)] == ["1", "2"]
+    assert len(res.parent.results) == 2
+    assert chord(iter(()), t.xsum.s()).delay().get(timeout=30) == 0
