@@ -46,14 +46,14 @@ class Signature(dict):
         self._type = None if task is None or isinstance(task, str) else task
         self._app = app
         name = task if task is None or isinstance(task, str) else task.name
-        super().__init__(task=name, args=list(args or ()), kwargs=dict(kwargs or {}),
+        super().__init__(task=name, args=tuple(args or ()), kwargs=dict(kwargs or {}),
                          options={**(options or {}), **extra_options},
                          subtask_type=subtask_type, immutable=bool(immutable))
 
     # Celery exposes the dict's fields as attributes
     task = property(lambda self: self["task"])
     name = property(lambda self: self["task"])
-    args = property(lambda self: self["args"], lambda self, v: self.__setitem__("args", list(v)))
+    args = property(lambda self: self["args"], lambda self, v: self.__setitem__("args", tuple(v)))
     kwargs = property(lambda self: self["kwargs"],
                       lambda self, v: self.__setitem__("kwargs", dict(v)))
     options = property(lambda self: self["options"])
@@ -88,7 +88,7 @@ class Signature(dict):
         new._type = self._type
         if not self.immutable:
             if args:
-                new["args"] = [*args, *new["args"]]
+                new["args"] = (*args, *new["args"])
             if kwargs:
                 new["kwargs"] = {**new["kwargs"], **kwargs}
         new["options"].update(options)
@@ -100,7 +100,7 @@ class Signature(dict):
         if kind is not Signature and cls is Signature:
             return kind.from_dict(data, app)
         sig = Signature.__new__(cls)
-        dict.__init__(sig, task=data.get("task"), args=list(data.get("args") or ()),
+        dict.__init__(sig, task=data.get("task"), args=tuple(data.get("args") or ()),
                       kwargs=dict(data.get("kwargs") or {}),
                       options=dict(data.get("options") or {}),
                       subtask_type=data.get("subtask_type"),
@@ -131,7 +131,7 @@ class Signature(dict):
                 ) -> Signature:
         new = self.clone()
         if args is not None:
-            new["args"] = list(args)
+            new["args"] = tuple(args)
         if kwargs is not None:
             new["kwargs"] = dict(kwargs)
         if options is not None:
