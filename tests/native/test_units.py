@@ -114,3 +114,19 @@ def test_add_to_chord_needs_a_chord_and_refuses_lazy():
     with pytest.raises(NotImplementedError, match="lazy=True.*not supported"):
         grow.apply(kwargs={"lazy": True}).get()
     app.close()
+
+
+def test_signature_args_are_a_tuple_as_in_celery():
+    from supervisor.native import Celery, signature
+
+    app = Celery("units-args", broker="postgresql://u@127.0.0.1/none", set_as_current=False)
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    sig = add.s(1, 2)
+    assert sig.args == (1, 2)
+    assert add.s(2).clone((1,)).args == (1, 2)  # partial arguments go first
+    assert signature(dict(sig), app=app).args == (1, 2)  # rebuilt from its JSON form
+    app.close()
