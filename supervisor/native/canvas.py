@@ -257,7 +257,13 @@ def _signatures(tasks: tuple, app: Any = None) -> list[Signature]:
             sig.options.pop("task_id", None)
         seen.add(id(sig))
         sigs.append(sig)
-    return sigs
+    return _drop_empty(sigs)
+
+
+def _drop_empty(sigs: list[Signature]) -> list[Signature]:
+    """An empty chain or group inside a chain, a group or a chord header does nothing, as in
+    Celery: it is left out (the previous result, or the partial arguments, go past it)."""
+    return [s for s in sigs if not (type(s) in (chain, group) and not s.tasks)]
 
 
 class _Steps(Signature):
@@ -286,7 +292,8 @@ class chain(_Steps):  # noqa: N801 - Celery's name
                          subtask_type="chain", app=app)
 
     def _revive(self) -> None:
-        self.kwargs["tasks"] = [maybe_signature(t, self._app) for t in self.kwargs["tasks"]]
+        self.kwargs["tasks"] = _drop_empty(
+            [maybe_signature(t, self._app) for t in self.kwargs["tasks"]])
 
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> chain:
         new = Signature.clone(self, **options)
@@ -360,8 +367,8 @@ class group(_Steps):  # noqa: N801 - Celery's name
                          options, subtask_type="group", app=app)
 
     def _revive(self) -> None:
-        self.kwargs["tasks"] = _unroll(
-            [maybe_signature(t, self._app) for t in self.kwargs["tasks"]])
+        self.kwargs["tasks"] = _drop_empty(_unroll(
+            [maybe_signature(t, self._app) for t in self.kwargs["tasks"]]))
 
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> group:
         new = Signature.clone(self, **options)

@@ -342,3 +342,21 @@ def test_chord_header_generator_is_sent_as_it_yields(flow, start_worker, tmp_pat
     assert [line.split()[0] for line in lines(marks)] == ["1", "2"]
     assert len(res.parent.results) == 2
     assert chord(iter(()), t.xsum.s()).delay().get(timeout=30) == 0
+
+
+def test_empty_chains_and_groups_are_left_out(flow, start_worker):
+    """As Celery: an empty chain or group in a chain, a group or a chord header does
+    nothing; results and partial arguments go past it."""
+    from supervisor.native import chain, chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    assert chain(group(t.add.s(2, 2), t.add.s(4, 4)), group(), group()).delay().get(
+        timeout=30) == [4, 8]
+    assert chain(group(), t.add.s(10)).apply_async((5,)).get(timeout=30) == 15
+    assert chain(chain(), t.add.s(10)).apply_async((5,)).get(timeout=30) == 15
+    members = group(chain(), t.add.s(1, 2), chain(), t.add.s(3, 4)).delay()
+    assert len(members.results) == 2 and members.get(timeout=30) == [3, 7]
+    assert chord([chain()], t.xsum.s()).delay().get(timeout=30) == 0
+    assert chord([chain(), t.add.s(1, 1), chain(), t.add.s(2, 2)], t.xsum.s()).delay().get(
+        timeout=30) == 6
