@@ -13,10 +13,14 @@ from typing import Any
 from supervisor.native.job import JSON_ROWS, Job, rows_param
 from supervisor.native.serial import dumps
 
-# Like store.ENQUEUE, but a row of the same workflow run (same root_id) is left alone:
-# follow-up ids are fixed in advance, so a task that ran twice still starts its follow-ups
-# once. A finished row of another run is queued again, as Celery re-runs a task sent again
-# with the same id (e.g. a frozen signature used in two workflows).
+# Like store.ENQUEUE, but a row of the same workflow run (same root_id and parent_id, both
+# decided by what planned the follow-up) is left alone: follow-up ids are fixed in advance,
+# so a task that ran twice still starts its follow-ups once. A finished row of another run
+# is queued again, as Celery re-runs a task sent again with the same id (e.g. a frozen
+# signature used in two workflows).
+OTHER_RUN = """
+      AND (j.options->>'root_id', j.options->>'parent_id')
+          IS DISTINCT FROM (excluded.options->>'root_id', excluded.options->>'parent_id')"""
 INSERT_NEW = """
 WITH rows AS (""" + JSON_ROWS + """), ins AS (
     INSERT INTO start_all.jobs AS j (task_id, name, queue, priority, args, kwargs, options,
@@ -33,12 +37,14 @@ WITH rows AS (""" + JSON_ROWS + """), ins AS (
         ignore_result = excluded.ignore_result, retries = excluded.retries, recoveries = 0,
         orphaned = 0, attempt_started = false, revoke = NULL, result = NULL, traceback = NULL,
         worker = NULL, started_at = NULL, finished_at = NULL, created_at = now()
-    WHERE j.status IN ('SUCCESS', 'FAILURE', 'REVOKED')
-      AND j.options->>'root_id' IS DISTINCT FROM excluded.options->>'root_id'
+    WHERE j.status IN ('SUCCESS', 'FAILURE', 'REVOKED')""" + OTHER_RUN + """
     RETURNING queue
 )
 SELECT pg_notify('start_all_jobs', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS d
 """
+
+# What a sender inserts is a new run whatever the ids (as store.ENQUEUE for a plain task)
+INSERT_SENT = INSERT_NEW.replace(OTHER_RUN, "")
 
 INSERT_CHORD = """
 INSERT INTO start_all.chords (id, remaining, header_ids, body, after, outer_chord, root_id)
@@ -133,9 +139,10 @@ class FlowTx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    def insert_jobs(self, jobs: list[Job]) -> None:
+    def insert_jobs(self, jobs: list[Job], sent: bool = False) -> None:
+        """Follow-ups (or, `sent`, the first jobs of a workflow being sent)."""
         if jobs:
-            self.conn.execute(INSERT_NEW, job_params(jobs))
+            self.conn.execute(INSERT_SENT if sent else INSERT_NEW, job_params(jobs))
 
     def insert_chords(self, chords: list) -> None:
         for c in chords:
@@ -181,7 +188,7 @@ def submit(conn: Any, jobs: list[Job], chords: list) -> None:
     with conn.transaction():
         tx = FlowTx(conn)
         tx.insert_chords(chords)
-        tx.insert_jobs(jobs)
+        tx.insert_jobs(jobs, sent=True)
 
 
 def grow_chord(conn: Any, chord_id: str, header_ids: list[str], jobs: list[Job],
@@ -195,7 +202,7 @@ def grow_chord(conn: Any, chord_id: str, header_ids: list[str], jobs: list[Job],
                              "(add_to_chord is called from a task of the chord's header)")
         tx = FlowTx(conn)
         tx.insert_chords(chords)
-        tx.insert_jobs(jobs)
+        tx.insert_jobs(jobs, sent=True)
 
 
 def in_transaction(conn: Any, hook: Any) -> Any:

@@ -308,6 +308,8 @@ def test_frozen_signature_in_two_workflows_runs_in_both(flow, start_worker, tmp_
     """A follow-up whose id was fixed by the caller (freeze()) runs again in a second
     workflow, as Celery re-runs a task sent again with the same id; within one run a
     follow-up still starts once."""
+    from supervisor.native import chord, group
+
     t = flow
     start_flow_worker(start_worker)
     marks = tmp_path / "runs"
@@ -319,6 +321,17 @@ def test_frozen_signature_in_two_workflows_runs_in_both(flow, start_worker, tmp_
     wait_for(lambda: len(lines(marks)) >= 2, 20, "the frozen step run by the second chain")
     wait_for(lambda: t.app.AsyncResult(step_id).result == 2, 20, "the second run's result")
     assert [line.split()[0] for line in lines(marks)] == ["1", "2"]
+    # the same frozen task in a chord's header, then again in the header of another chord,
+    # then in a chord's body group: it runs each time
+    other = t.record.si(3, str(marks))
+    other.freeze()
+    assert chord([other], t.xsum.s()).delay().get(timeout=30) == 3
+    wait_for(lambda: len(lines(marks)) >= 3, 20, "the frozen task in a first header")
+    chord([other], t.xsum.s()).delay()
+    wait_for(lambda: len(lines(marks)) >= 4, 20, "the frozen task in a second header")
+    assert chord([t.identity.si(1)], group(t.identity.s(), other)).delay().get(
+        timeout=30) == [[1], 3]
+    assert [line.split()[0] for line in lines(marks)] == ["1", "2", "3", "3", "3"]
 
 
 def test_chord_header_generator_is_sent_as_it_yields(flow, start_worker, tmp_path):
