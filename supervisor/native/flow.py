@@ -77,7 +77,8 @@ class Plan:
                 steps[-1] = steps[-1].clone(**tail_opts)
             errbacks = sig.options.get("link_error")
             if errbacks:  # chain.link_error(...) covers every task in it
-                steps = [s.clone(link_error=[*(s.options.get("link_error") or []), *errbacks])
+                steps = [s.clone(link_error=[*_callbacks(s.options.get("link_error")),
+                                             *_callbacks(errbacks)])
                          for s in steps]
             steps[0] = _pass_timing(sig, steps[0])  # chain.apply_async(countdown=...)
             self.add(steps[0], args, [*steps[1:], *after], chord_id, parent_id, root_id)
@@ -154,11 +155,19 @@ def _chord_body(sig: chord) -> Signature:
     if body is None:
         raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
     if sig.options.get("link_error"):
-        body = body.clone(link_error=[*(body.options.get("link_error") or []),
-                                      *sig.options["link_error"]])
+        body = body.clone(link_error=[*_callbacks(body.options.get("link_error")),
+                                      *_callbacks(sig.options["link_error"])])
     if sig.options.get("link"):
-        body = body.clone(link=[*(body.options.get("link") or []), *sig.options["link"]])
+        body = body.clone(link=[*_callbacks(body.options.get("link")),
+                                *_callbacks(sig.options["link"])])
     return body
+
+
+def _callbacks(value: Any) -> list:
+    """A link/link_error option as a list: apply_async(link=sig) gives one signature."""
+    if not value:
+        return []
+    return [value] if isinstance(value, dict) else list(value)
 
 
 TIMING = ("countdown", "eta", "expires")
@@ -416,7 +425,7 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
         error = ChordError(f"Dependency {failed['task_id']} raised {reason!r}")
         head = body.tasks[0] if isinstance(body, chain) else body
         head = head.tail() if isinstance(head, chord) else head
-        flow = {"root_id": row.root_id, "link_error": head.options.get("link_error") or [],
+        flow = {"root_id": row.root_id, "link_error": _callbacks(head.options.get("link_error")),
                 "chord": row.outer}
         never_ran = {(head.id, head.name), *_result_ids(body)}
         for sig in after:
@@ -517,7 +526,7 @@ def _replace(app: Any, event: Finished, plan: Plan, flow: dict) -> None:
     tail.options["replaces"] = [*(flow.get("replaces") or ()), event.task_id]
     for key in ("link", "link_error"):
         if flow.get(key):
-            tail.options[key] = [*(tail.options.get(key) or []), *flow[key]]
+            tail.options[key] = [*_callbacks(tail.options.get(key)), *flow[key]]
     after = [maybe_signature(s, app) for s in flow.get("chain") or ()]
     plan.add(sig, (), after, flow.get("chord"), event.task_id,
              flow.get("root_id") or event.task_id)

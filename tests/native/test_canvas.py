@@ -373,3 +373,26 @@ def test_empty_chains_and_groups_are_left_out(flow, start_worker):
     assert chord([chain()], t.xsum.s()).delay().get(timeout=30) == 0
     assert chord([chain(), t.add.s(1, 1), chain(), t.add.s(2, 2)], t.xsum.s()).delay().get(
         timeout=30) == 6
+
+
+def test_chord_apply_async_link_options_take_one_signature(flow, start_worker, tmp_path):
+    """chord(...).apply_async(link=sig) / (link_error=sig): one signature, not a list, runs
+    after the body (with its result) or when it fails; the body keeps its own callbacks."""
+    from supervisor.native import chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "links"
+    body = t.xsum.s()
+    body.link(t.record.si("own", str(marks)))
+    res = chord([t.add.si(1, 1), t.add.si(2, 2)], body).apply_async(
+        link=t.record.s(str(marks)))
+    assert res.get(timeout=30) == 6
+    wait_for(lambda: len(lines(marks)) >= 2, 20, "both callbacks")
+    assert sorted(line.split()[0] for line in lines(marks)) == ["'own'", "6"]
+    failing = chord([t.add.si(1, 1)], t.fail.si()).apply_async(
+        link_error=t.errback_old.s(str(marks)))
+    with pytest.raises(ValueError):
+        failing.get(timeout=30)
+    wait_for(lambda: len(lines(marks)) >= 3, 20, "the errback")
+    assert lines(marks)[2] == f"errback {failing.id}"
