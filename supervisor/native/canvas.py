@@ -7,11 +7,11 @@ plans the workflow into rows (see flow.py, which also holds the worker's complet
 from __future__ import annotations
 
 import copy
-import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from supervisor.native import stamping
+from supervisor.native import serial, stamping
 from supervisor.native.current import current_app
 from supervisor.native.result import AsyncResult, GroupResult
 from supervisor.native.stamping import StampingVisitor
@@ -46,14 +46,14 @@ class Signature(dict):
         self._type = None if task is None or isinstance(task, str) else task
         self._app = app
         name = task if task is None or isinstance(task, str) else task.name
-        super().__init__(task=name, args=list(args or ()), kwargs=dict(kwargs or {}),
+        super().__init__(task=name, args=tuple(args or ()), kwargs=dict(kwargs or {}),
                          options={**(options or {}), **extra_options},
                          subtask_type=subtask_type, immutable=bool(immutable))
 
     # Celery exposes the dict's fields as attributes
     task = property(lambda self: self["task"])
     name = property(lambda self: self["task"])
-    args = property(lambda self: self["args"], lambda self, v: self.__setitem__("args", list(v)))
+    args = property(lambda self: self["args"], lambda self, v: self.__setitem__("args", tuple(v)))
     kwargs = property(lambda self: self["kwargs"],
                       lambda self, v: self.__setitem__("kwargs", dict(v)))
     options = property(lambda self: self["options"])
@@ -88,7 +88,7 @@ class Signature(dict):
         new._type = self._type
         if not self.immutable:
             if args:
-                new["args"] = [*args, *new["args"]]
+                new["args"] = (*args, *new["args"])
             if kwargs:
                 new["kwargs"] = {**new["kwargs"], **kwargs}
         new["options"].update(options)
@@ -100,7 +100,7 @@ class Signature(dict):
         if kind is not Signature and cls is Signature:
             return kind.from_dict(data, app)
         sig = Signature.__new__(cls)
-        dict.__init__(sig, task=data.get("task"), args=list(data.get("args") or ()),
+        dict.__init__(sig, task=data.get("task"), args=tuple(data.get("args") or ()),
                       kwargs=dict(data.get("kwargs") or {}),
                       options=dict(data.get("options") or {}),
                       subtask_type=data.get("subtask_type"),
@@ -113,7 +113,8 @@ class Signature(dict):
         """Subclasses turn nested dicts back into signatures."""
 
     def __deepcopy__(self, memo: dict) -> Signature:
-        new = type(self).from_dict(json.loads(json.dumps(self, default=str)), app=self.app)
+        # through Celery's JSON types, so bytes, datetimes, UUIDs... stay what they are
+        new = type(self).from_dict(serial.loads(serial.dumps(self)), app=self.app)
         new._type = self._type
         return new
 
@@ -130,7 +131,7 @@ class Signature(dict):
                 ) -> Signature:
         new = self.clone()
         if args is not None:
-            new["args"] = list(args)
+            new["args"] = tuple(args)
         if kwargs is not None:
             new["kwargs"] = dict(kwargs)
         if options is not None:
@@ -247,7 +248,22 @@ def _signatures(tasks: tuple, app: Any = None) -> list[Signature]:
     """The arguments of chain()/group(): signatures, or one iterable of them."""
     if len(tasks) == 1 and not isinstance(tasks[0], dict):
         tasks = tuple(tasks[0])
-    return [maybe_signature(t, app) for t in tasks]
+    sigs: list[Signature] = []
+    seen: set[int] = set()
+    for t in tasks:
+        sig = maybe_signature(t, app)
+        if id(sig) in seen:  # one signature object given twice (a generator repeating it):
+            sig = sig.clone()  # each place runs its own task, with its own id
+            sig.options.pop("task_id", None)
+        seen.add(id(sig))
+        sigs.append(sig)
+    return _drop_empty(sigs)
+
+
+def _drop_empty(sigs: list[Signature]) -> list[Signature]:
+    """An empty chain or group inside a chain, a group or a chord header does nothing, as in
+    Celery: it is left out (the previous result, or the partial arguments, go past it)."""
+    return [s for s in sigs if not (type(s) in (chain, group) and not s.tasks)]
 
 
 class _Steps(Signature):
@@ -276,7 +292,8 @@ class chain(_Steps):  # noqa: N801 - Celery's name
                          subtask_type="chain", app=app)
 
     def _revive(self) -> None:
-        self.kwargs["tasks"] = [maybe_signature(t, self._app) for t in self.kwargs["tasks"]]
+        self.kwargs["tasks"] = _drop_empty(
+            [maybe_signature(t, self._app) for t in self.kwargs["tasks"]])
 
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> chain:
         new = Signature.clone(self, **options)
@@ -350,8 +367,8 @@ class group(_Steps):  # noqa: N801 - Celery's name
                          options, subtask_type="group", app=app)
 
     def _revive(self) -> None:
-        self.kwargs["tasks"] = _unroll(
-            [maybe_signature(t, self._app) for t in self.kwargs["tasks"]])
+        self.kwargs["tasks"] = _drop_empty(_unroll(
+            [maybe_signature(t, self._app) for t in self.kwargs["tasks"]]))
 
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> group:
         new = Signature.clone(self, **options)
@@ -361,6 +378,22 @@ class group(_Steps):  # noqa: N801 - Celery's name
 
     def __call__(self, *args: Any, **options: Any) -> Any:
         return self.apply_async(args, **options)
+
+    def link(self, callback: dict) -> dict:
+        """As Celery: the callback goes on the first member (made immutable, since that one
+        member's result is not the group's), so it may run before the others finish."""
+        if not self.tasks:
+            return super().link(callback)
+        return self.tasks[0].link(maybe_signature(callback, self._app).clone().set(
+            immutable=True))
+
+    def link_error(self, errback: dict) -> dict:
+        """As Celery: every member may fail, so each one gets the errback."""
+        if not self.tasks:
+            return super().link_error(errback)
+        for task in self.tasks:
+            task.link_error(errback)
+        return errback
 
     def _freeze_all(self) -> GroupResult:
         self.options.setdefault("task_id", str(uuid.uuid4()))
@@ -388,16 +421,41 @@ class group(_Steps):  # noqa: N801 - Celery's name
 class chord(Signature):  # noqa: N801 - Celery's name
     """chord(header, body): run the header group, then body(list of the header's results)."""
 
+    # a header given as an iterator (a generator): sent as it yields, when the chord is sent
+    # on its own (Celery's incremental header); anything else reading the header first
+    # turns it into a list
+    _lazy_header: Iterator | None = None
+
     def __init__(self, header: Any = None, body: Any = None, **options: Any) -> None:
         app = options.pop("app", None)
         if isinstance(header, dict) and header.get("subtask_type") == "chord" and body is None:
             super().__init__(header, app=app)  # its JSON form
             return
+        lazy = None
+        if isinstance(header, Iterator) and not isinstance(header, dict):
+            lazy, header = header, None
         members = header if isinstance(header, group) else group(
             *(_signatures((header,), app) if header is not None else ()), app=app)
         super().__init__("celery.chord", (), {"header": members,
                                               "body": maybe_signature(body, app)},
                          options, subtask_type="chord", app=app)
+        self._lazy_header = lazy
+
+    def _materialize(self) -> None:
+        """The header iterator, read to its end (for everything but the incremental send)."""
+        lazy, self._lazy_header = self._lazy_header, None
+        if lazy is not None:
+            self.kwargs["header"] = group(_signatures((lazy,), self._app), app=self._app,
+                                          **self.kwargs["header"].options)
+
+    def take_lazy_header(self) -> Iterator | None:
+        """The header iterator, if it was not read yet (flow sends it as it yields)."""
+        lazy, self._lazy_header = self._lazy_header, None
+        return lazy
+
+    def __deepcopy__(self, memo: dict) -> chord:
+        self._materialize()
+        return super().__deepcopy__(memo)
 
     def _revive(self) -> None:
         self.kwargs["header"] = maybe_signature(self.kwargs["header"], self._app)
@@ -409,7 +467,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def tasks(self) -> list[Signature]:
         return self.kwargs["header"].tasks
 
-    header = property(lambda self: self.kwargs["header"])
+    @property
+    def header(self) -> group:
+        self._materialize()
+        return self.kwargs["header"]
+
     body = property(lambda self: self.kwargs["body"])
 
     @property
@@ -421,6 +483,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return self.header.app
 
     def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> chord:
+        self._materialize()
         new = Signature.clone(self, **options)
         if args or kwargs:
             new.kwargs["header"] = new.header.clone(args, kwargs)

@@ -13,22 +13,38 @@ from typing import Any
 from supervisor.native.job import JSON_ROWS, Job, rows_param
 from supervisor.native.serial import dumps
 
-# Like store.ENQUEUE, but a row that exists already is left alone: follow-up ids are fixed
-# in advance, so a task that ran twice still starts its follow-ups once.
+# Like store.ENQUEUE, but a row of the same workflow run (same root_id and parent_id, both
+# decided by what planned the follow-up) is left alone: follow-up ids are fixed in advance,
+# so a task that ran twice still starts its follow-ups once. A finished row of another run
+# is queued again, as Celery re-runs a task sent again with the same id (e.g. a frozen
+# signature used in two workflows).
+OTHER_RUN = """
+      AND (j.options->>'root_id', j.options->>'parent_id')
+          IS DISTINCT FROM (excluded.options->>'root_id', excluded.options->>'parent_id')"""
 INSERT_NEW = """
 WITH rows AS (""" + JSON_ROWS + """), ins AS (
-    INSERT INTO start_all.jobs (task_id, name, queue, priority, args, kwargs, options,
-                                run_at, expires_at, ignore_result, retries)
+    INSERT INTO start_all.jobs AS j (task_id, name, queue, priority, args, kwargs, options,
+                                     run_at, expires_at, ignore_result, retries)
     SELECT task_id, name, queue, priority, args, kwargs, options,
            coalesce(eta, now() + make_interval(secs => coalesce(countdown, 0))),
            coalesce(expires_at, now() + make_interval(secs => expires_in)),
            ignore_result, retries
     FROM rows
-    ON CONFLICT (task_id) DO NOTHING
+    ON CONFLICT (task_id) DO UPDATE SET
+        name = excluded.name, queue = excluded.queue, priority = excluded.priority,
+        status = 'PENDING', args = excluded.args, kwargs = excluded.kwargs,
+        options = excluded.options, run_at = excluded.run_at, expires_at = excluded.expires_at,
+        ignore_result = excluded.ignore_result, retries = excluded.retries, recoveries = 0,
+        orphaned = 0, attempt_started = false, revoke = NULL, result = NULL, traceback = NULL,
+        worker = NULL, started_at = NULL, finished_at = NULL, created_at = now()
+    WHERE j.status IN ('SUCCESS', 'FAILURE', 'REVOKED')""" + OTHER_RUN + """
     RETURNING queue
 )
 SELECT pg_notify('start_all_jobs', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS d
 """
+
+# What a sender inserts is a new run whatever the ids (as store.ENQUEUE for a plain task)
+INSERT_SENT = INSERT_NEW.replace(OTHER_RUN, "")
 
 INSERT_CHORD = """
 INSERT INTO start_all.chords (id, remaining, header_ids, body, after, outer_chord, root_id)
@@ -46,6 +62,15 @@ FROM unnest(%s::text[], %s::int[], %s::jsonb[]) AS d(id, n, error)
 WHERE c.id = d.id AND c.fired_at IS NULL
 RETURNING c.id, c.fired_at IS NOT NULL, c.header_ids, c.body, c.after, c.outer_chord,
           c.root_id, c.error
+"""
+
+# Task.add_to_chord(): one more header task to wait for; its result lands after the others.
+# Only a chord still waiting can grow (its caller is a header task still running).
+GROW_CHORD = """
+UPDATE start_all.chords
+SET remaining = remaining + jsonb_array_length(%s::jsonb), header_ids = header_ids || %s::jsonb
+WHERE id = %s AND fired_at IS NULL
+RETURNING id
 """
 
 HEADER_RESULTS = """
@@ -114,15 +139,16 @@ class FlowTx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    def insert_jobs(self, jobs: list[Job]) -> None:
+    def insert_jobs(self, jobs: list[Job], sent: bool = False) -> None:
+        """Follow-ups (or, `sent`, the first jobs of a workflow being sent)."""
         if jobs:
-            self.conn.execute(INSERT_NEW, job_params(jobs))
+            self.conn.execute(INSERT_SENT if sent else INSERT_NEW, job_params(jobs))
 
     def insert_chords(self, chords: list) -> None:
         for c in chords:
             self.conn.execute(INSERT_CHORD, (
-                c.id, c.remaining, json.dumps(c.header_ids), json.dumps(c.body),
-                json.dumps(c.after or []), c.outer, c.root_id))
+                c.id, c.remaining, json.dumps(c.header_ids), dumps(c.body),
+                dumps(c.after or []), c.outer, c.root_id))
 
     def count_chords(self, counts: dict[str, list]) -> list[ChordFired]:
         ids = sorted(counts)  # one lock order for every worker: no deadlocks
@@ -162,7 +188,26 @@ def submit(conn: Any, jobs: list[Job], chords: list) -> None:
     with conn.transaction():
         tx = FlowTx(conn)
         tx.insert_chords(chords)
-        tx.insert_jobs(jobs)
+        tx.insert_jobs(jobs, sent=True)
+
+
+def grow_chord(conn: Any, chord_id: str, header_ids: list[str], jobs: list[Job],
+               chords: list) -> None:
+    """Task.add_to_chord(): raise the chord's counter and send its new header tasks, together.
+    """
+    ids = json.dumps(header_ids)
+    with conn.transaction():
+        if conn.execute(GROW_CHORD, (ids, ids, chord_id)).fetchone() is None:
+            raise ValueError(f"chord {chord_id} is not waiting for its header any more "
+                             "(add_to_chord is called from a task of the chord's header)")
+        tx = FlowTx(conn)
+        tx.insert_chords(chords)
+        tx.insert_jobs(jobs, sent=True)
+
+
+def in_transaction(conn: Any, hook: Any) -> Any:
+    with conn.transaction():
+        return hook(FlowTx(conn))
 
 
 def save_group(conn: Any, group_id: str, results: dict) -> None:

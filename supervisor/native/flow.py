@@ -82,7 +82,8 @@ class Plan:
                 steps[-1] = steps[-1].clone(**tail_opts)
             errbacks = sig.options.get("link_error")
             if errbacks:  # chain.link_error(...) covers every task in it
-                steps = [s.clone(link_error=[*(s.options.get("link_error") or []), *errbacks])
+                steps = [s.clone(link_error=[*_callbacks(s.options.get("link_error")),
+                                             *_callbacks(errbacks)])
                          for s in steps]
             steps[0] = _pass_timing(sig, steps[0])  # chain.apply_async(countdown=...)
             self.add(steps[0], args, [*steps[1:], *after], chord_id, parent_id, root_id)
@@ -111,14 +112,7 @@ class Plan:
             members.append(chord(member, member.tail()) if isinstance(member, group)
                            else member)
         sig.header.kwargs["tasks"] = members
-        body = sig.body
-        if body is None:
-            raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
-        if sig.options.get("link_error"):
-            body = body.clone(link_error=[*(body.options.get("link_error") or []),
-                                          *sig.options["link_error"]])
-        if sig.options.get("link"):
-            body = body.clone(link=[*(body.options.get("link") or []), *sig.options["link"]])
+        body = _chord_body(sig)
         sig.header.options.setdefault("task_id", str(uuid.uuid4()))
         for member in members:
             member._freeze_all()
@@ -158,6 +152,27 @@ class Plan:
                 flow[key] = options.pop(key)
         job = sig.type.build_job(call_args, sig.kwargs, task_id=task_id, flow=flow, **options)
         self.jobs.append(job)
+
+
+def _chord_body(sig: chord) -> Signature:
+    """The body to start, with the callbacks given to the chord itself."""
+    body = sig.body
+    if body is None:
+        raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
+    if sig.options.get("link_error"):
+        body = body.clone(link_error=[*_callbacks(body.options.get("link_error")),
+                                      *_callbacks(sig.options["link_error"])])
+    if sig.options.get("link"):
+        body = body.clone(link=[*_callbacks(body.options.get("link")),
+                                *_callbacks(sig.options["link"])])
+    return body
+
+
+def _callbacks(value: Any) -> list:
+    """A link/link_error option as a list: apply_async(link=sig) gives one signature."""
+    if not value:
+        return []
+    return [value] if isinstance(value, dict) else list(value)
 
 
 TIMING = ("countdown", "eta", "expires")
@@ -200,11 +215,46 @@ def send(sig: Signature) -> Any:
         return sig.type.apply_async(sig.args, sig.kwargs, **_plain_options(sig))
     if type(sig) is group and _plain_members(sig):  # the batched enqueue: one INSERT
         return _send_plain_group(sig)
+    if isinstance(sig, chord) and sig._lazy_header is not None:
+        return _send_incremental_chord(sig, sig.take_lazy_header())
     sig = sig.clone()
     result = sig._freeze_all()
     plan = Plan(app)
     plan.add(sig)
     app.backend.submit(plan.jobs, plan.chords)
+    return result
+
+
+def _send_incremental_chord(sig: chord, members: Iterable) -> Any:
+    """A chord whose header is a generator: each header task is sent as it is yielded (as
+    Celery does), so the first ones run while the generator makes the rest. The chord's
+    counter starts at one, held by this sender; each task raises it as it is sent (with
+    Task.add_to_chord's statement) and the hold is released at the end, which may fire
+    the body here, if every header task finished already."""
+    app = sig.app
+    body = _chord_body(sig).clone()
+    result = body._freeze_all()
+    header_id = (sig.kwargs["header"].options.get("task_id") or sig.options.get("group_id")
+                 or str(uuid.uuid4()))
+    hold = ChordRow(id=header_id, remaining=1, header_ids=[], body=dict(body), after=[],
+                    outer=None, root_id=None)
+    app.backend.submit([], [hold])
+    results = []
+    for item in members:  # one at a time: the generator runs between the sends
+        member = _pass_timing(sig, maybe_signature(item, app).clone())
+        if isinstance(member, group):  # counted as one result
+            member = chord(member, member.tail())
+        results.append(member._freeze_all())
+        member.options.setdefault("group_id", header_id)
+        plan = Plan(app)
+        plan.add(member, (), None, header_id, None, None)
+        app.backend.add_to_chord(header_id, [member.tail().id], plan.jobs, plan.chords)
+    app.backend.in_flow_transaction(
+        lambda tx: after_finish(app, tx, _fire_chords(app, tx, {header_id: [1, None, None]})))
+    first = result
+    while getattr(first, "parent", None) is not None:
+        first = first.parent
+    first.parent = GroupResult(header_id, results, app=app)
     return result
 
 
@@ -270,6 +320,20 @@ def _send_plain_group(sig: group) -> GroupResult:
     return GroupResult(group_id, results, app=app)
 
 
+def add_to_chord(app: Any, request: Any, sig: Any) -> Any:
+    """Task.add_to_chord(): plan `sig` as one more header member of the running chord of
+    `request` (a header task), and send it with the chord's counter raised, together."""
+    chord_id = request.chord
+    sig = maybe_signature(sig, app).clone()
+    if type(sig) is Signature:  # a task joins the header group (a chord's group_id is its own)
+        sig.options.setdefault("group_id", request.group_id or chord_id)
+    result = sig._freeze_all()
+    plan = Plan(app)
+    plan.add(sig, (), None, chord_id, request.id, request.root_id or request.id)
+    app.backend.add_to_chord(chord_id, [sig.tail().id], plan.jobs, plan.chords)
+    return result
+
+
 # --- the completion hook ----------------------------------------------------------------------
 
 class Finished:
@@ -302,7 +366,8 @@ def after_finish(app: Any, tx: Any, finished: list[Finished]) -> None:
     events = finished
     while events:
         plan = Plan(app)
-        counts: dict[str, list] = {}  # chord id -> [finished header tasks, first error]
+        # chord id -> [finished header tasks, first error, the last of them]
+        counts: dict[str, list] = {}
         mirrors = []
         for event in events:
             try:
@@ -356,8 +421,9 @@ def _follow(app: Any, event: Finished, plan: Plan, counts: dict, mirrors: list) 
         return  # RETRY / REPLACED: nothing has finished yet
     chord_id = flow.get("chord")
     if chord_id:
-        count = counts.setdefault(chord_id, [0, None])
+        count = counts.setdefault(chord_id, [0, None, None])
         count[0] += 1
+        count[2] = event.task_id  # the body's parent: the header task that completes it
         if event.status != "SUCCESS" and count[1] is None:
             count[1] = {"task_id": event.task_id, "exc": event.result}
 
@@ -374,8 +440,8 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
                 row.header_ids, results, strict=True) if status != "SUCCESS"), None)
         if failed is None:
             plan = Plan(app)
-            plan.add(body, ([res for _status, res in results],), after, row.outer, None,
-                     row.root_id)
+            plan.add(body, ([res for _status, res in results],), after, row.outer,
+                     counts[row.id][2], row.root_id)
             if plan.chords:
                 tx.insert_chords(plan.chords)
             tx.insert_jobs(plan.jobs)
@@ -386,7 +452,7 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
         error = ChordError(f"Dependency {failed['task_id']} raised {reason!r}")
         head = body.tasks[0] if isinstance(body, chain) else body
         head = head.tail() if isinstance(head, chord) else head
-        flow = {"root_id": row.root_id, "link_error": head.options.get("link_error") or [],
+        flow = {"root_id": row.root_id, "link_error": _callbacks(head.options.get("link_error")),
                 "chord": row.outer}
         never_ran = {(head.id, head.name), *_result_ids(body)}
         for sig in after:
@@ -487,7 +553,7 @@ def _replace(app: Any, event: Finished, plan: Plan, flow: dict) -> None:
     tail.options["replaces"] = [*(flow.get("replaces") or ()), event.task_id]
     for key in ("link", "link_error"):
         if flow.get(key):
-            tail.options[key] = [*(tail.options.get(key) or []), *flow[key]]
+            tail.options[key] = [*_callbacks(tail.options.get(key)), *flow[key]]
     after = [maybe_signature(s, app) for s in flow.get("chain") or ()]
     plan.add(sig, (), after, flow.get("chord"), event.task_id,
              flow.get("root_id") or event.task_id)

@@ -284,6 +284,8 @@ class ResultSet:
             for node in parents:
                 node.maybe_throw()
             if self.ready():
+                for node in parents:  # it may have failed since the check above (a chord's
+                    node.maybe_throw()  # body fails in the same commit as its header)
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("The operation timed out.")

@@ -233,6 +233,13 @@ class SqliteStore(BackendMeta):  # get_task_meta, get_state (result.py)
         raise NotImplementedError("chains, chords and link callbacks need PostgreSQL: the "
                                   "SQLite backend carries plain tasks and groups only")
 
+    def add_to_chord(self, chord_id: str, header_ids: list[str], jobs: list[Job],
+                     chords: list) -> None:
+        self.ensure_chords_allowed()
+
+    def in_flow_transaction(self, hook: Any) -> Any:
+        self.ensure_chords_allowed()
+
     def save_group(self, group_id: str, results: dict) -> None:
         self.db.run(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO start_all_groups VALUES (?, ?, ?)",

@@ -506,6 +506,22 @@ class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
         self._with_connection(lambda conn: canvas_store.submit(conn, jobs, chords))
         dispatch.publishing(jobs, after=True)
 
+    def add_to_chord(self, chord_id: str, header_ids: list[str], jobs: list[Job],
+                     chords: list) -> None:
+        """Task.add_to_chord(): the chord waits for `header_ids` too; `jobs` start them."""
+        from supervisor.native import canvas_store, dispatch
+
+        dispatch.publishing(jobs)
+        self._with_connection(lambda conn: canvas_store.grow_chord(
+            conn, chord_id, header_ids, jobs, chords))
+        dispatch.publishing(jobs, after=True)
+
+    def in_flow_transaction(self, hook: Any) -> Any:
+        """Run `hook(tx)` (a canvas_store.FlowTx) in one transaction of its own."""
+        from supervisor.native import canvas_store
+
+        return self._with_connection(lambda conn: canvas_store.in_transaction(conn, hook))
+
     def save_group(self, group_id: str, results: dict) -> None:
         from supervisor.native import canvas_store
 

@@ -254,10 +254,18 @@ class Task:
         on_commit(lambda: self.apply_async(args, kwargs, **options))
 
     def add_to_chord(self, sig: Any, lazy: bool = False) -> Any:
-        """Not supported yet: growing a running chord's header would need its counter and
-        member list changed inside the finish transaction (canvas_store)."""
-        raise NotImplementedError(f"{self.name}: self.add_to_chord() is not supported by the "
-                                  "native worker yet (docs/native-worker.md)")
+        """Add `sig` to the header of the chord this task belongs to: the body waits for it
+        too, and gets its result with the others' (after them). The chord's counter is
+        raised in the transaction that enqueues `sig`: both or neither."""
+        from supervisor.native.flow import add_to_chord
+
+        if lazy:
+            raise NotImplementedError(f"{self.name}: self.add_to_chord(sig, lazy=True) is not "
+                                      "supported by the native worker (the task is sent now "
+                                      "or not at all)")
+        if not self.request.chord:
+            raise ValueError("Current task is not member of any chord")
+        return add_to_chord(self.app, self.request, sig)
 
     def replace(self, sig: Any) -> None:
         """Replace this running task by `sig`: it takes over this task's place in its

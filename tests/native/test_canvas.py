@@ -223,3 +223,176 @@ def test_a_copied_workflow_keeps_the_app_of_its_tasks(flow, pg_url):
     finally:
         t.app.set_current()
         other.close()
+
+
+def test_one_signature_object_repeated_runs_in_each_place(flow, start_worker, tmp_path):
+    """chain(sig for _ in range(n)) repeats one object: each place is its own task, and
+    each runs its own link callback (Celery's chain/group children with callbacks)."""
+    from supervisor.native import chain, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "links"
+    step = t.identity.si(7)
+    step.link(t.record.s(str(marks)))
+    assert chain(step for _ in range(5)).delay().get(timeout=30) == 7
+    wait_for(lambda: len(lines(marks)) >= 5, 20, "a link callback per chain step")
+    members = group(step for _ in range(4)).delay()
+    assert members.get(timeout=30) == [7] * 4
+    assert len({r.id for r in members.results}) == 4
+    wait_for(lambda: len(lines(marks)) >= 9, 20, "a link callback per group member")
+    assert [line.split()[0] for line in lines(marks)] == ["7"] * 9
+
+
+def test_add_to_chord_grows_the_running_chord(flow, start_worker, db):
+    """Task.add_to_chord(): the chord's body waits for the added tasks and gets their results
+    with the others'; the counter row ends at zero with every header id recorded."""
+    from supervisor.native import chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    res = chord([t.grow_chord.s([1, 2, 3], 4), t.add.s(1, 1)], t.identity.s()).delay()
+    assert sorted(res.get(timeout=30)) == [0, 2, 5, 6, 7]
+    remaining, header_ids = db.execute("SELECT remaining, header_ids FROM start_all.chords "
+                                       "WHERE id = %s", (res.parent.id,)).fetchone()
+    assert remaining == 0 and len(header_ids) == 5
+    # an added chord counts as one result: its body's
+    res = chord([t.grow_chord_with_chord.s([1, 2, 3], 4)], t.identity.s()).delay()
+    assert sorted(res.get(timeout=30)) == [0, 5 + 6 + 7]
+    # outside a chord there is nothing to add to
+    with pytest.raises(ValueError, match="not member of any chord"):
+        t.grow_chord.delay([1], 1).get(timeout=30)
+
+
+def test_group_link_and_link_error_reach_its_members(flow, start_worker, tmp_path):
+    """group.link(cb) runs cb once, from the first member (immutable, as Celery);
+    group.link_error(eb) runs eb for each member that fails. A bytes argument in a
+    callback stays bytes (a Celery JSON type)."""
+    from supervisor.native import group
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "marks"
+    ok = group(t.identity.si(1), t.identity.si(2))
+    ok.link(t.record.si(b"raw", str(marks)))
+    assert ok.delay().get(timeout=30) == [1, 2]
+    wait_for(lambda: lines(marks), 20, "the group's callback")
+    failing = group(t.fail.si(), t.identity.si(3), t.fail.si())
+    failing.link_error(t.errback_old.s(str(marks)))
+    res = failing.delay()
+    with pytest.raises(ValueError, match="expected failure"):
+        res.get(timeout=30)
+    wait_for(lambda: len(lines(marks)) >= 3, 20, "an errback per failed member")
+    got = lines(marks)
+    assert got[0].split()[0] == "b'raw'" and len(got) == 3
+    assert sorted(got[1:]) == sorted(f"errback {r.id}" for r in (res.results[0],
+                                                                 res.results[2]))
+
+
+def test_chord_body_parent_is_the_header_task_that_completed_it(flow, start_worker):
+    """As Celery: the body's request.parent_id is a header task's id (the last to finish),
+    its root_id the workflow's."""
+    from supervisor.native import chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    first = t.add.si(1, 1)
+    root_id = first.freeze().id
+    res = (first | chord([t.add.si(i, i) for i in range(5)], t.request_info.s())).delay()
+    info = res.get(timeout=30)
+    assert info["parent_id"] in {r.id for r in res.parent.results}
+    assert info["root_id"] == root_id
+
+
+def test_frozen_signature_in_two_workflows_runs_in_both(flow, start_worker, tmp_path):
+    """A follow-up whose id was fixed by the caller (freeze()) runs again in a second
+    workflow, as Celery re-runs a task sent again with the same id; within one run a
+    follow-up still starts once."""
+    from supervisor.native import chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "runs"
+    step = t.record.s(str(marks))
+    step_id = step.freeze().id
+    assert (t.identity.si(1) | step).delay().get(timeout=30) == 1
+    second = (t.identity.si(2) | step).delay()
+    assert second.id == step_id  # until it runs again, the id holds the first run's result
+    wait_for(lambda: len(lines(marks)) >= 2, 20, "the frozen step run by the second chain")
+    wait_for(lambda: t.app.AsyncResult(step_id).result == 2, 20, "the second run's result")
+    assert [line.split()[0] for line in lines(marks)] == ["1", "2"]
+    # the same frozen task in a chord's header, then again in the header of another chord,
+    # then in a chord's body group: it runs each time
+    other = t.record.si(3, str(marks))
+    other.freeze()
+    assert chord([other], t.xsum.s()).delay().get(timeout=30) == 3
+    wait_for(lambda: len(lines(marks)) >= 3, 20, "the frozen task in a first header")
+    chord([other], t.xsum.s()).delay()
+    wait_for(lambda: len(lines(marks)) >= 4, 20, "the frozen task in a second header")
+    assert chord([t.identity.si(1)], group(t.identity.s(), other)).delay().get(
+        timeout=30) == [[1], 3]
+    assert [line.split()[0] for line in lines(marks)] == ["1", "2", "3", "3", "3"]
+
+
+def test_chord_header_generator_is_sent_as_it_yields(flow, start_worker, tmp_path):
+    """A chord header given as a generator: each task is sent when yielded (the first runs
+    while the generator makes the next, as Celery), and the body waits for all of them,
+    also when the last finished before the generator ended (the sender fires it then)."""
+    from supervisor.native import chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "header"
+
+    def header():
+        yield t.record.s(1, str(marks))
+        wait_for(lambda: lines(marks), 20, "the first header task, run before the next one")
+        yield t.record.s(2, str(marks))
+        wait_for(lambda: len(lines(marks)) >= 2, 20, "the second header task")
+
+    res = chord(header(), t.xsum.s()).delay()
+    assert res.get(timeout=30) == 3
+    assert [line.split()[0] for line in lines(marks)] == ["1", "2"]
+    assert len(res.parent.results) == 2
+    assert chord(iter(()), t.xsum.s()).delay().get(timeout=30) == 0
+
+
+def test_empty_chains_and_groups_are_left_out(flow, start_worker):
+    """As Celery: an empty chain or group in a chain, a group or a chord header does
+    nothing; results and partial arguments go past it."""
+    from supervisor.native import chain, chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    assert chain(group(t.add.s(2, 2), t.add.s(4, 4)), group(), group()).delay().get(
+        timeout=30) == [4, 8]
+    assert chain(group(), t.add.s(10)).apply_async((5,)).get(timeout=30) == 15
+    assert chain(chain(), t.add.s(10)).apply_async((5,)).get(timeout=30) == 15
+    members = group(chain(), t.add.s(1, 2), chain(), t.add.s(3, 4)).delay()
+    assert len(members.results) == 2 and members.get(timeout=30) == [3, 7]
+    assert chord([chain()], t.xsum.s()).delay().get(timeout=30) == 0
+    assert chord([chain(), t.add.s(1, 1), chain(), t.add.s(2, 2)], t.xsum.s()).delay().get(
+        timeout=30) == 6
+
+
+def test_chord_apply_async_link_options_take_one_signature(flow, start_worker, tmp_path):
+    """chord(...).apply_async(link=sig) / (link_error=sig): one signature, not a list, runs
+    after the body (with its result) or when it fails; the body keeps its own callbacks."""
+    from supervisor.native import chord
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "links"
+    body = t.xsum.s()
+    body.link(t.record.si("own", str(marks)))
+    res = chord([t.add.si(1, 1), t.add.si(2, 2)], body).apply_async(
+        link=t.record.s(str(marks)))
+    assert res.get(timeout=30) == 6
+    wait_for(lambda: len(lines(marks)) >= 2, 20, "both callbacks")
+    assert sorted(line.split()[0] for line in lines(marks)) == ["'own'", "6"]
+    failing = chord([t.add.si(1, 1)], t.fail.si()).apply_async(
+        link_error=t.errback_old.s(str(marks)))
+    with pytest.raises(ValueError):
+        failing.get(timeout=30)
+    wait_for(lambda: len(lines(marks)) >= 3, 20, "the errback")
+    assert lines(marks)[2] == f"errback {failing.id}"

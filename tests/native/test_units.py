@@ -99,18 +99,36 @@ def test_slots_missed_while_frozen_fire_once_on_wake():
     assert fresh.due(base + 720) == []
 
 
-def test_add_to_chord_says_it_is_not_supported():
+def test_add_to_chord_needs_a_chord_and_refuses_lazy():
     from supervisor.native import Celery
 
     app = Celery("units-add-to-chord", broker="postgresql://u@127.0.0.1/none",
                  set_as_current=False)  # later tests keep their current app
 
     @app.task(bind=True)
-    def grow(self):
-        return self.add_to_chord(grow.si())
+    def grow(self, lazy=False):
+        return self.add_to_chord(grow.si(), lazy=lazy)
 
-    with pytest.raises(NotImplementedError, match="add_to_chord.*not supported"):
+    with pytest.raises(ValueError, match="not member of any chord"):
         grow.apply().get()
+    with pytest.raises(NotImplementedError, match="lazy=True.*not supported"):
+        grow.apply(kwargs={"lazy": True}).get()
+    app.close()
+
+
+def test_signature_args_are_a_tuple_as_in_celery():
+    from supervisor.native import Celery, signature
+
+    app = Celery("units-args", broker="postgresql://u@127.0.0.1/none", set_as_current=False)
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    sig = add.s(1, 2)
+    assert sig.args == (1, 2)
+    assert add.s(2).clone((1,)).args == (1, 2)  # partial arguments go first
+    assert signature(dict(sig), app=app).args == (1, 2)  # rebuilt from its JSON form
     app.close()
 
 

@@ -181,3 +181,20 @@ class PickyError(Exception):
 @app.task
 def picky_error():
     raise PickyError("bad thing", 7)
+
+
+@app.task(bind=True)
+def grow_chord(self, nums, val):
+    """A chord header task adding one task per number to its chord (Task.add_to_chord)."""
+    for num in nums:
+        self.add_to_chord(add.s(num, val))
+    return 0
+
+
+@app.task(bind=True)
+def grow_chord_with_chord(self, nums, val):
+    """Adds a whole chord to its chord: the sum of its header counts as one result."""
+    from supervisor.native import group
+
+    self.add_to_chord(group(add.s(num, val) for num in nums) | xsum.s())
+    return 0
