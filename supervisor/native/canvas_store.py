@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from supervisor.native.job import JSON_ROWS, Job, rows_param
+from supervisor.native import store
+from supervisor.native.job import Job, rows_param
 from supervisor.native.serial import dumps
 
 # Like store.ENQUEUE, but a row of the same workflow run (same root_id and parent_id, both
@@ -21,30 +22,11 @@ from supervisor.native.serial import dumps
 OTHER_RUN = """
       AND (j.options->>'root_id', j.options->>'parent_id')
           IS DISTINCT FROM (excluded.options->>'root_id', excluded.options->>'parent_id')"""
-INSERT_NEW = """
-WITH rows AS (""" + JSON_ROWS + """), ins AS (
-    INSERT INTO start_all.jobs AS j (task_id, name, queue, priority, args, kwargs, options,
-                                     run_at, expires_at, ignore_result, retries)
-    SELECT task_id, name, queue, priority, args, kwargs, options,
-           coalesce(eta, now() + make_interval(secs => coalesce(countdown, 0))),
-           coalesce(expires_at, now() + make_interval(secs => expires_in)),
-           ignore_result, retries
-    FROM rows
-    ON CONFLICT (task_id) DO UPDATE SET
-        name = excluded.name, queue = excluded.queue, priority = excluded.priority,
-        status = 'PENDING', args = excluded.args, kwargs = excluded.kwargs,
-        options = excluded.options, run_at = excluded.run_at, expires_at = excluded.expires_at,
-        ignore_result = excluded.ignore_result, retries = excluded.retries, recoveries = 0,
-        orphaned = 0, attempt_started = false, revoke = NULL, result = NULL, traceback = NULL,
-        worker = NULL, started_at = NULL, finished_at = NULL, created_at = now()
-    WHERE j.status IN ('SUCCESS', 'FAILURE', 'REVOKED')""" + OTHER_RUN + """
-    RETURNING queue
-)
-SELECT pg_notify('start_all_jobs', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS d
-"""
-
-# What a sender inserts is a new run whatever the ids (as store.ENQUEUE for a plain task)
-INSERT_SENT = INSERT_NEW.replace(OTHER_RUN, "")
+_FINISHED_ONLY = "WHERE j.status IN ('SUCCESS', 'FAILURE', 'REVOKED')"
+INSERT_NEW = store.ENQUEUE.replace(_FINISHED_ONLY, _FINISHED_ONLY + OTHER_RUN)
+if INSERT_NEW.count(OTHER_RUN) != 1:  # store.ENQUEUE's conflict clause was rewritten
+    raise ImportError("canvas_store: store.ENQUEUE no longer has its finished-rows condition")
+INSERT_SENT = store.ENQUEUE  # a task the sender sent itself: a new run whatever its id
 
 INSERT_CHORD = """
 INSERT INTO start_all.chords (id, remaining, header_ids, body, after, outer_chord, root_id)
