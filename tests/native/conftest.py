@@ -19,6 +19,14 @@ BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+@pytest.fixture(autouse=True)
+def _no_ambient_database_url(monkeypatch):
+    """DATABASE_URL names the server these tests make their throwaway databases on. Left in the
+    environment, a worker or Django process a test starts would read it as its queue database
+    (the documented default) and write to that server's database instead of the test's own."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+
 def _admin():
     import psycopg
 
