@@ -93,7 +93,7 @@ class Plan:
             elif chord_id is not None:  # a group counted as one result: collect it first
                 self.add(chord(sig, sig.tail()), args, None, chord_id, parent_id, root_id)
             else:
-                for member in sig.tasks:
+                for member in _group_members(sig):
                     member = _pass_timing(sig, member)
                     member.options.setdefault("group_id", sig.id)
                     self.add(member, args, None, None, parent_id, root_id)
@@ -107,7 +107,7 @@ class Plan:
     def _chord(self, sig: chord, args: Iterable, after: list, chord_id: str | None,
                parent_id: str | None, root_id: str | None) -> None:
         members = []
-        for member in sig.header.tasks:  # a group inside the header counts as one result
+        for member in _group_members(sig.header):  # a group inside counts as one result
             member = _pass_timing(sig.header, _pass_timing(sig, member))
             members.append(chord(member, member.tail()) if isinstance(member, group)
                            else member)
@@ -159,13 +159,49 @@ def _chord_body(sig: chord) -> Signature:
     body = sig.body
     if body is None:
         raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
-    if sig.options.get("link_error"):
-        body = body.clone(link_error=[*_callbacks(body.options.get("link_error")),
-                                      *_callbacks(sig.options["link_error"])])
-    if sig.options.get("link"):
-        body = body.clone(link=[*_callbacks(body.options.get("link")),
-                                *_callbacks(sig.options["link"])])
+    errbacks = _callbacks(sig.options.get("link_error"))
+    callbacks = _callbacks(sig.options.get("link"))
+    if isinstance(body, group) and body.tasks and (errbacks or callbacks):
+        # as Celery: a group body's tasks each get the errbacks (so each one calls them,
+        # also when the header fails), and the callback goes on the first task, once
+        body = body.clone()
+        for errback in errbacks:
+            _link_error_to_body_tasks(body, maybe_signature(errback, sig.app))
+        for callback in callbacks:
+            body.link(callback)
+        return body
+    if errbacks:
+        body = body.clone(link_error=[*_callbacks(body.options.get("link_error")), *errbacks])
+    if callbacks:
+        body = body.clone(link=[*_callbacks(body.options.get("link")), *callbacks])
     return body
+
+
+def _link_error_to_body_tasks(sig: Signature, errback: Signature, as_group: bool = True
+                              ) -> None:
+    """A chord's errback on its group body, as Celery links it: to each task (a chord's
+    body, not its header), or, when the group has a link_error option of its own (which
+    replaces its tasks' when it runs), into that option."""
+    if isinstance(sig, group):
+        if as_group and sig.options.get("link_error") is not None:
+            sig.options["link_error"] = [*_callbacks(sig.options["link_error"]),
+                                         errback.clone()]
+        else:
+            for task in sig.tasks:
+                _link_error_to_body_tasks(task, errback, as_group=False)
+    elif isinstance(sig, chord):
+        _link_error_to_body_tasks(sig.body, errback)
+    else:
+        sig.link_error(errback.clone())
+
+
+def _group_members(sig: group) -> list[Signature]:
+    """A group's tasks as it starts them: a link_error option set on the group replaces
+    its tasks' own (Celery passes the group's options to each task it sends)."""
+    errbacks = sig.options.get("link_error")
+    if errbacks is None:
+        return sig.tasks
+    return [task.clone(link_error=_callbacks(errbacks)) for task in sig.tasks]
 
 
 def _callbacks(value: Any) -> list:
@@ -450,21 +486,62 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
         cause = failed.get("exc")
         reason = exception_from_dict(cause) if isinstance(cause, dict) else cause
         error = ChordError(f"Dependency {failed['task_id']} raised {reason!r}")
-        head = body.tasks[0] if isinstance(body, chain) else body
-        head = head.tail() if isinstance(head, chord) else head
-        flow = {"root_id": row.root_id, "link_error": _callbacks(head.options.get("link_error")),
-                "chord": row.outer}
-        never_ran = {(head.id, head.name), *_result_ids(body)}
+        targets = _failed_body_results(app, body)
+        never_ran = {(tid, name) for tid, name, _ebs in targets} | set(_result_ids(body))
         for sig in after:
             never_ran.update(_result_ids(sig))
         tx.insert_failed(sorted(never_ran), exception_to_dict(error))
-        event = Finished(head.id, head.name, "FAILURE", exception_to_dict(error), None, flow)
-        for errback in flow["link_error"]:
-            sig = maybe_signature(errback, app)
-            if _new_style_errback(sig):
-                call_errback_here(sig, head.id, error, None)
-        events.append(event)
+        for i, (task_id, name, errbacks) in enumerate(targets):
+            # the first one stands for the body in the chord around it, if any
+            flow = {"root_id": row.root_id, "link_error": errbacks,
+                    "chord": row.outer if i == 0 else None}
+            events.append(Finished(task_id, name, "FAILURE", exception_to_dict(error), None,
+                                   flow))
+            for errback in errbacks:
+                sig = maybe_signature(errback, app)
+                if _new_style_errback(sig):
+                    call_errback_here(sig, task_id, error, None)
     return events
+
+
+def _failed_body_results(app: Any, body: Signature) -> list[tuple[str, str, list]]:
+    """(result id, name, errbacks) of a chord body that will not run (a header task failed).
+    As Celery: a group body fails each of its tasks' results, each calling its own
+    errbacks and the group's, each once; any other body, its one result."""
+    head = body
+    if isinstance(body, chain):
+        head = _upgrade_groups([_unroll_single(step) for step in body.tasks])[0]
+    if isinstance(head, group) and head.tasks:
+        own = _callbacks(head.options.get("link_error"))
+        targets = []
+        for member in head.tasks:
+            task_id, name, errbacks = _result_errbacks(app, member)
+            unique: list = []
+            for errback in (*errbacks, *own):
+                if errback not in unique:
+                    unique.append(errback)
+            targets.append((task_id, name, unique))
+        return targets
+    return [_result_errbacks(app, head)]
+
+
+def _result_errbacks(app: Any, sig: Signature) -> tuple[str, str, list]:
+    """The id and name of the result `sig` would produce, and the errbacks linked to it: a
+    chord's own and its body's; a group's own and its tasks'."""
+    errbacks: list = []
+    while isinstance(sig, chord) and sig.body is not None:
+        errbacks.extend(_callbacks(sig.options.get("link_error")))
+        sig = sig.body
+    if isinstance(sig, chain) and sig.tasks:  # its result is its last step's
+        task_id, name, inner = _result_errbacks(app, sig.tasks[-1])
+        return task_id, name, [*errbacks, *_callbacks(sig.options.get("link_error")), *inner]
+    errbacks.extend(_callbacks(sig.options.get("link_error")))
+    if isinstance(sig, group):
+        for task in sig.tasks:
+            errbacks.extend(_result_errbacks(app, task)[2])
+        tail = sig.tail()
+        return tail.id, tail.name, errbacks
+    return sig.id, sig.name, errbacks
 
 
 def _result_ids(sig: Signature) -> list[tuple[str, str]]:

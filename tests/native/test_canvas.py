@@ -396,3 +396,85 @@ def test_chord_apply_async_link_options_take_one_signature(flow, start_worker, t
         failing.get(timeout=30)
     wait_for(lambda: len(lines(marks)) >= 3, 20, "the errback")
     assert lines(marks)[2] == f"errback {failing.id}"
+
+
+def _queue_drained(db) -> bool:
+    """No job left to run: every follow-up a finish planned has run (they are inserted in
+    that finish's transaction, so none can appear later)."""
+    return db.execute("SELECT count(*) FROM start_all.jobs WHERE status IN "
+                      "('PENDING', 'STARTED', 'RETRY')").fetchone() == (0,)
+
+
+def _labels(path) -> list[str]:
+    return sorted(line.split()[0].strip("'") for line in lines(path))
+
+
+def test_chord_with_a_group_body_calls_each_body_task_errbacks_on_header_failure(
+        flow, start_worker, tmp_path, db):
+    """As Celery: when a header task fails, each task of a group body calls its errbacks
+    (its own, and the chord's link_error, which goes on to each of them, once each); a
+    chord in the body calls those of its body; an errback set as one signature runs; a
+    chord body's link_error option runs once; link= on a group body runs once."""
+    from supervisor.native import ChordError, chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+
+    cases = []
+
+    def case(make, expected, how="option"):
+        marks = tmp_path / f"marks-{len(cases)}"
+        eb = t.record.si("chord", str(marks))
+        workflow = make(marks)
+        if how == "option":
+            res = workflow.apply_async(link_error=eb)
+        elif how == "method":
+            workflow.link_error(eb)
+            res = workflow.apply_async()
+        else:
+            res = workflow.apply_async()
+        cases.append((res, marks, expected))
+
+    def own(marks, label="own"):
+        return t.record.si(label, str(marks))
+
+    header = [t.add.si(1, 1), t.fail.si()]
+    for how in ("option", "method"):
+        def body_tasks(marks):
+            first = t.xsum.s()
+            first.link_error(own(marks))
+            return chord(header, group(first, t.xsum.s()))
+
+        case(body_tasks, ["chord", "chord", "own"], how)
+        case(lambda marks: chord(header, group(chord([t.add.si(2, 2)], t.xsum.s()),
+                                               t.xsum.s())), ["chord", "chord"], how)
+    case(lambda marks: chord(header, group(t.xsum.s(), t.xsum.s())), ["chord", "chord"])
+    case(lambda marks: chord(header, chord([t.xsum.s(), t.xsum.s()], t.xsum.s())),
+         ["chord"])
+    case(lambda marks: chord(header, group(t.xsum.s().set(link_error=own(marks)),
+                                           t.xsum.s())), ["own"], how="none")
+    # the header succeeds, a task of the group body fails: its own errback and the chord's
+    case(lambda marks: chord([t.add.si(1, 1)], group(t.fail.s().on_error(own(marks)),
+                                                     t.xsum.s())), ["chord", "own"])
+    # a group body with its own link_error option: the chord's errback joins it, once each
+    case(lambda marks: chord([t.add.si(1, 1)], group(t.fail.s(), t.xsum.s()).set(
+        link_error=own(marks, "group"))), ["chord", "group"])
+    case(lambda marks: chord([t.add.si(1, 1)], group(
+        chord([t.add.si(1, 1)], group(t.fail.s(), t.xsum.s()))).set(
+        link_error=own(marks, "group"))), ["chord", "group"])
+    for res, _marks, _expected in cases:
+        with pytest.raises((ValueError, ChordError)):
+            res.get(timeout=30)
+    wait_for(lambda: _queue_drained(db), 30, "every errback run")
+    got = [_labels(marks) for _res, marks, _e in cases]
+    assert got == [expected for _res, _marks, expected in cases]
+
+    # link= given to a chord with a group body runs once; the body's tasks keep theirs
+    marks = tmp_path / "links"
+    first = t.xsum.s()
+    first.link(own(marks))
+    res = chord([t.add.si(1, 1), t.add.si(2, 2)], group(first, t.xsum.s())).apply_async(
+        link=own(marks, "chord"))
+    assert res.get(timeout=30) == [6, 6]
+    wait_for(lambda: _queue_drained(db), 30, "the callbacks run")
+    assert _labels(marks) == ["chord", "own"]
