@@ -498,6 +498,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return self.body.link(callback)
 
     def link_error(self, errback: dict) -> dict:
+        """The body's errback; with `task_allow_error_cb_on_chord_header` on, each header task
+        gets it too (as Celery: it runs for each header task that fails, and for the body)."""
+        link_header_errback(self, errback)
         return self.body.link_error(errback)
 
     def tail(self) -> Signature:
@@ -528,6 +531,14 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
+
+
+def link_header_errback(sig: chord, errback: dict) -> None:
+    """With `task_allow_error_cb_on_chord_header` on, link `errback` to each header task of
+    `sig` (Celery's chord.link_error); off (the default), the header is left alone."""
+    if sig.app.conf.get("task_allow_error_cb_on_chord_header"):
+        for task in sig.header.tasks:
+            task.link_error(maybe_signature(errback, sig._app).clone())
 
 
 class xmap(Signature):  # noqa: N801 - Celery's name

@@ -31,6 +31,7 @@ from supervisor.native.canvas import (
     collect_signature,
     group,
     is_flow,
+    link_header_errback,
     maybe_signature,
 )
 from supervisor.native.exceptions import ChordError, Ignore, ImproperlyConfigured
@@ -82,9 +83,7 @@ class Plan:
                 steps[-1] = steps[-1].clone(**tail_opts)
             errbacks = sig.options.get("link_error")
             if errbacks:  # chain.link_error(...) covers every task in it
-                steps = [s.clone(link_error=[*_callbacks(s.options.get("link_error")),
-                                             *_callbacks(errbacks)])
-                         for s in steps]
+                steps = [_chain_errbacks(s, _callbacks(errbacks)) for s in steps]
             steps[0] = _pass_timing(sig, steps[0])  # chain.apply_async(countdown=...)
             self.add(steps[0], args, [*steps[1:], *after], chord_id, parent_id, root_id)
         elif isinstance(sig, group):
@@ -202,6 +201,16 @@ def _group_members(sig: group) -> list[Signature]:
     if errbacks is None:
         return sig.tasks
     return [task.clone(link_error=_callbacks(errbacks)) for task in sig.tasks]
+
+
+def _chain_errbacks(step: Signature, errbacks: list) -> Signature:
+    """A chain step with the chain's errbacks: a chord step links them as chord.link_error()
+    does (to its header's tasks too, when task_allow_error_cb_on_chord_header is on)."""
+    step = step.clone(link_error=[*_callbacks(step.options.get("link_error")), *errbacks])
+    if isinstance(step, chord):
+        for errback in errbacks:
+            link_header_errback(step, errback)
+    return step
 
 
 def _callbacks(value: Any) -> list:

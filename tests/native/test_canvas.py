@@ -402,7 +402,7 @@ def _queue_drained(db) -> bool:
     """No job left to run: every follow-up a finish planned has run (they are inserted in
     that finish's transaction, so none can appear later)."""
     return db.execute("SELECT count(*) FROM start_all.jobs WHERE status IN "
-                      "('PENDING', 'STARTED', 'RETRY')").fetchone() == (0,)
+                      "('PENDING', 'RETRY', 'RESERVED', 'STARTED')").fetchone() == (0,)
 
 
 def _labels(path) -> list[str]:
@@ -478,3 +478,30 @@ def test_chord_with_a_group_body_calls_each_body_task_errbacks_on_header_failure
     assert res.get(timeout=30) == [6, 6]
     wait_for(lambda: _queue_drained(db), 30, "the callbacks run")
     assert _labels(marks) == ["chord", "own"]
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_allow_error_cb_on_chord_header_links_errbacks_to_the_header_tasks(
+        flow, start_worker, tmp_path, db, monkeypatch, allow):
+    """task_allow_error_cb_on_chord_header: on, chord.link_error(eb) (and a chain's errback
+    on a chord it upgrades from group | task) runs for each header task that fails and for
+    the body; off (the default), once, for the body. The body never runs."""
+    from supervisor.native import chain, chord, group
+
+    t = flow
+    monkeypatch.setitem(t.app.conf, "task_allow_error_cb_on_chord_header", allow)
+    start_flow_worker(start_worker)
+    cases = []
+    for upgraded in (False, True):
+        marks = tmp_path / f"marks-{upgraded}"
+        header = [t.fail.si(), t.identity.si(42), t.fail.si()]
+        body = t.record.si("body", str(marks))
+        workflow = chain(group(header), body) if upgraded else chord(header, body)
+        workflow.link_error(t.record.si("eb", str(marks)))
+        cases.append((workflow.delay(), marks))
+    for res, _marks in cases:
+        with pytest.raises(ValueError, match="expected failure"):
+            res.get(timeout=30)
+    wait_for(lambda: _queue_drained(db), 30, "every errback run")
+    expected = ["eb"] * (3 if allow else 1)
+    assert [_labels(marks) for _res, marks in cases] == [expected, expected]
