@@ -305,6 +305,8 @@ class chain(_Steps):  # noqa: N801 - Celery's name
         return self.tasks[-1].tail()
 
     def _freeze_all(self) -> Any:
+        if self.options.get("task_id") and self.tasks and not self.tail().id:
+            self.tail().options["task_id"] = self.options["task_id"]  # apply_async(task_id=)
         parent = None
         result = None
         for step in self.tasks:
@@ -509,6 +511,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def _freeze_all(self) -> Any:
         if self.body is None:
             raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
+        if self.options.get("task_id") and not self.tail().id:  # apply_async(task_id=...):
+            self.tail().options["task_id"] = self.options["task_id"]  # the body's, as Celery
         # the chord's id is the header group's id, as in Celery
         self.header.options.setdefault("task_id", self.options.get("group_id")
                                        or str(uuid.uuid4()))

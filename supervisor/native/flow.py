@@ -267,6 +267,9 @@ def send(sig: Signature) -> Any:
     plan = Plan(app)
     plan.add(sig)
     app.backend.submit(plan.jobs, plan.chords)
+    if type(sig) is group and len(result.results) == 1 and isinstance(result.results[0],
+                                                                      GroupResult):
+        return result.results[0]  # as Celery: group(a | group(...)) gives the inner group's
     return result
 
 
@@ -489,7 +492,9 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
                      counts[row.id][2], row.root_id)
             if plan.chords:
                 tx.insert_chords(plan.chords)
-            tx.insert_jobs(plan.jobs)
+            # the counter fires once per run (count_chords), so what it starts is new: a
+            # body that ran in an earlier run of the chord (sent again) runs again
+            tx.insert_jobs(plan.jobs, sent=True)
             continue
         # a header task failed: the body fails with ChordError, and its errbacks run
         cause = failed.get("exc")
@@ -517,21 +522,25 @@ def _failed_body_results(app: Any, body: Signature) -> list[tuple[str, str, list
     """(result id, name, errbacks) of a chord body that will not run (a header task failed).
     As Celery: a group body fails each of its tasks' results, each calling its own
     errbacks and the group's, each once; any other body, its one result."""
-    head = body
-    if isinstance(body, chain):
+    head, outer = body, []
+    if isinstance(body, chain) and body.tasks:  # its first step, with the chain's errbacks
         head = _upgrade_groups([_unroll_single(step) for step in body.tasks])[0]
+        outer = _callbacks(body.options.get("link_error"))
     if isinstance(head, group) and head.tasks:
-        own = _callbacks(head.options.get("link_error"))
-        targets = []
-        for member in head.tasks:
-            task_id, name, errbacks = _result_errbacks(app, member)
-            unique: list = []
-            for errback in (*errbacks, *own):
-                if errback not in unique:
-                    unique.append(errback)
-            targets.append((task_id, name, unique))
-        return targets
-    return [_result_errbacks(app, head)]
+        outer = [*_callbacks(head.options.get("link_error")), *outer]
+        targets = [_result_errbacks(app, member) for member in head.tasks]
+    else:
+        targets = [_result_errbacks(app, head)]
+    return [(task_id, name, _unique([*errbacks, *outer])) for task_id, name, errbacks in targets]
+
+
+def _unique(signatures: list) -> list:
+    """Each errback once (as Celery: the same one linked twice runs once)."""
+    out: list = []
+    for sig in signatures:
+        if sig not in out:
+            out.append(sig)
+    return out
 
 
 def _result_errbacks(app: Any, sig: Signature) -> tuple[str, str, list]:
@@ -626,6 +635,9 @@ def replacement(task: Any, sig: Any) -> Replaced:
         raise ImproperlyConfigured("Cannot replace with an empty chain")
     if isinstance(sig, group):  # Celery: a replacing group is collected into one result
         sig = chord(sig, collect_signature(task.app))
+    elif isinstance(sig, chain) and isinstance(sig.tasks[-1], group):  # so is a chain's last
+        sig = chain(*sig.tasks[:-1], chord(sig.tasks[-1], collect_signature(task.app)),
+                    app=sig._app, **sig.options)
     return Replaced(sig.clone())
 
 

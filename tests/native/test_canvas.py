@@ -505,3 +505,63 @@ def test_allow_error_cb_on_chord_header_links_errbacks_to_the_header_tasks(
     wait_for(lambda: _queue_drained(db), 30, "every errback run")
     expected = ["eb"] * (3 if allow else 1)
     assert [_labels(marks) for _res, marks in cases] == [expected, expected]
+
+
+def test_chain_of_implicit_chords_as_a_chord_body(flow, start_worker, tmp_path, db):
+    """A chord body that is a chain of group | task steps (implicit chords): it runs through,
+    apply_async(task_id=...) names its last result (as Celery names the body's), and when
+    a chord inside it fails in its header, the chain's errback still runs."""
+    from supervisor.native import ChordError, chain, chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    steps = [t.xsum.s()]
+    for _ in range(3):
+        steps += [group(t.add.s(1), t.add.s(2)), t.xsum.s()]
+    callback = t.identity.s()
+    callback_result = callback.freeze()
+    steps[-1].link(callback)
+    wanted = "chain-of-implicit-chords"
+    res = chord([t.add.si(1, 1), t.add.si(2, 2)], chain(*steps)).apply_async(task_id=wanted)
+    assert res.id == wanted
+    # 6 -> 2x + 3 three times
+    assert res.get(timeout=30) == 69 and callback_result.get(timeout=30) == 69
+
+    marks = tmp_path / "failed"
+    inner = chain(t.xsum.s(), group(t.add.s(1), t.add.s(2)), t.xsum.s())
+    inner.link_error(t.record.si("failed", str(marks)))
+    res = chord([t.add.si(1, 1)], chain(t.xsum.s(), chord(
+        group(t.fail.si(), t.add.si(1, 2)), inner))).delay()
+    with pytest.raises((ValueError, ChordError)):
+        res.get(timeout=30)
+    wait_for(lambda: _queue_drained(db), 30, "the errback run")
+    assert _labels(marks) == ["failed"]
+
+
+def test_frozen_chord_sent_again_runs_its_body_again(flow, start_worker, tmp_path):
+    """As Celery: a frozen chord keeps its ids, and each apply_async is a new run, body
+    included (its counter starts over, the body's finished row is queued again)."""
+    from supervisor.native import chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "bodies"
+    frozen = chord(group(t.add.s(1, 2), t.add.s(3, 4)), t.record.si("body", str(marks)))
+    frozen.freeze()
+    assert frozen.apply_async().get(timeout=30) == "body"
+    wait_for(lambda: len(lines(marks)) == 1, 20, "the first run's body")
+    second = frozen.apply_async()
+    wait_for(lambda: len(lines(marks)) == 2, 20, "the second run's body")
+    assert second.get(timeout=30) == "body"
+
+
+def test_group_results_in_chain_and_replace_with_a_chain_ending_in_a_group(flow,
+                                                                          start_worker):
+    """group(a | group(b, c)) gives the inner group's results (Celery's special case), and
+    a task replaced by a chain ending in a group gets that group's list as its result."""
+    from supervisor.native import group
+
+    t = flow
+    start_flow_worker(start_worker)
+    assert group(t.add.s(1, 2) | group(t.add.s(1), t.add.s(2)))().get(timeout=30) == [4, 5]
+    assert t.replace_with_chain_group.delay().get(timeout=30) == [4, 4]
