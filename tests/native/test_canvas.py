@@ -565,3 +565,26 @@ def test_group_results_in_chain_and_replace_with_a_chain_ending_in_a_group(flow,
     start_flow_worker(start_worker)
     assert group(t.add.s(1, 2) | group(t.add.s(1), t.add.s(2)))().get(timeout=30) == [4, 5]
     assert t.replace_with_chain_group.delay().get(timeout=30) == [4, 4]
+
+
+def test_countdown_on_group_or_task_delays_the_header_and_sets_request_eta(flow,
+                                                                          start_worker):
+    """(group | task).apply_async(countdown=...) delays the header tasks, which see when
+    they were due in request.eta (an ISO time, as Celery); a task sent without one has
+    none."""
+    import time
+    from datetime import datetime
+
+    from supervisor.native import group
+
+    t = flow
+    start_flow_worker(start_worker)
+    started = time.monotonic()
+    sent = datetime.now().astimezone()
+    res = (group(t.eta_seen.s(), t.eta_seen.s()) | t.identity.s()).apply_async(countdown=1.5)
+    etas = res.get(timeout=30)
+    assert time.monotonic() - started >= 1.4
+    assert len(etas) == 2 and all(
+        (datetime.fromisoformat(eta) - sent).total_seconds() >= 1.4 for eta in etas)
+    assert t.eta_seen.apply_async(countdown=0.1).get(timeout=30) is not None
+    assert t.eta_seen.delay().get(timeout=30) is None

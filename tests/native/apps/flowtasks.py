@@ -206,3 +206,8 @@ def replace_with_chain_group(self):
     from supervisor.native import chain, group
 
     return self.replace(chain(add.s(1, 2), group(add.s(1), add.s(1))))
+
+
+@app.task(bind=True)
+def eta_seen(self, *args):
+    return self.request.eta
