@@ -588,3 +588,30 @@ def test_countdown_on_group_or_task_delays_the_header_and_sets_request_eta(flow,
         (datetime.fromisoformat(eta) - sent).total_seconds() >= 1.4 for eta in etas)
     assert t.eta_seen.apply_async(countdown=0.1).get(timeout=30) is not None
     assert t.eta_seen.delay().get(timeout=30) is None
+
+
+def test_async_result_children_are_the_tasks_it_started(flow, start_worker, tmp_path):
+    """AsyncResult.children, as Celery: None until the task is ready, then the tasks it
+    started: the next chain step, its callbacks, the errbacks of a failure."""
+    from supervisor.native import ChordError, chord
+
+    t = flow
+    assert t.add.s(1, 1).freeze().children is None  # not sent: not ready
+    start_flow_worker(start_worker)
+    marks = tmp_path / "marks"
+    first = t.add.s(1, 1)
+    first.link(t.record.s(str(marks)))
+    res = (first | t.add.s(2)).delay()
+    assert res.get(timeout=30) == 4
+    wait_for(lambda: lines(marks), 20, "the callback")
+    children = res.parent.children
+    assert res.id in {c.id for c in children}
+    assert sorted(c.name for c in children) == ["flowtasks.add", "flowtasks.record"]
+    assert res.children == []
+    # the body of a chord whose header failed: its errback is its child
+    body = t.xsum.s().on_error(t.errback_old.s(str(marks)))
+    failing = chord([t.fail.si()], body).delay()
+    with pytest.raises((ValueError, ChordError)):
+        failing.get(timeout=30)
+    wait_for(lambda: failing.children, 20, "the errback as the body's child")
+    assert [c.name for c in failing.children] == ["flowtasks.errback_old"]
