@@ -436,6 +436,10 @@ class chord(Signature):  # noqa: N801 - Celery's name
         lazy = None
         if isinstance(header, Iterator) and not isinstance(header, dict):
             lazy, header = header, None
+        # a list of tasks is copied, as Celery's chord copies it: linking to the chord's
+        # header tasks (chord.tasks) leaves the caller's signatures as they were
+        if isinstance(header, (list, tuple)):
+            header = [s.clone() for s in _signatures((header,), app)]
         members = header if isinstance(header, group) else group(
             *(_signatures((header,), app) if header is not None else ()), app=app)
         super().__init__("celery.chord", (), {"header": members,

@@ -615,3 +615,20 @@ def test_async_result_children_are_the_tasks_it_started(flow, start_worker, tmp_
         failing.get(timeout=30)
     wait_for(lambda: failing.children, 20, "the errback as the body's child")
     assert [c.name for c in failing.children] == ["flowtasks.errback_old"]
+
+
+def test_chord_copies_a_header_given_as_a_list(flow):
+    """As Celery: chord([a, b], body) copies a and b, so what is linked to the chord's
+    header tasks (chord.tasks) leaves the caller's signatures alone; a group header is the
+    chord's own."""
+    from supervisor.native import chord, group
+
+    t = flow
+    header = (t.fail.si(), t.identity.si(1))
+    workflow = chord(header, t.xsum.s())
+    for task in workflow.tasks:
+        task.link_error(t.identity.si(2))
+    assert header == (t.fail.si(), t.identity.si(1))
+    assert workflow.tasks[0] != t.fail.si() and workflow.tasks[0].options["link_error"]
+    members = group(t.identity.si(3))
+    assert chord(members, t.xsum.s()).tasks[0] is members.tasks[0]
