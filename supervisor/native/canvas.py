@@ -349,6 +349,11 @@ class chain(_Steps):  # noqa: N801 - Celery's name
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
 
 
+# Celery's chain() folds its steps with `|`, its base class _chain builds them as given
+# (what a chain rebuilt from JSON is); native's chain() always builds them as given.
+_chain = chain
+
+
 def _unroll(tasks: list[Signature]) -> list[Signature]:
     """A group directly inside a group is unrolled into it, as in Celery."""
     out: list[Signature] = []

@@ -373,6 +373,11 @@ def test_empty_chains_and_groups_are_left_out(flow, start_worker):
     assert chord([chain()], t.xsum.s()).delay().get(timeout=30) == 0
     assert chord([chain(), t.add.s(1, 1), chain(), t.add.s(2, 2)], t.xsum.s()).delay().get(
         timeout=30) == 6
+    # Celery's _chain (steps as given, as rebuilt from JSON) is native's chain
+    from supervisor.native.canvas import _chain
+
+    assert _chain(_chain(group(), t.add.s(10)), t.add.s(20)).apply_async((5,)).get(
+        timeout=30) == 35
 
 
 def test_chord_apply_async_link_options_take_one_signature(flow, start_worker, tmp_path):
