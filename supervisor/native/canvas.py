@@ -305,6 +305,8 @@ class chain(_Steps):  # noqa: N801 - Celery's name
         return self.tasks[-1].tail()
 
     def _freeze_all(self) -> Any:
+        if self.options.get("task_id") and self.tasks and not self.tail().id:
+            self.tail().options["task_id"] = self.options["task_id"]  # apply_async(task_id=)
         parent = None
         result = None
         for step in self.tasks:
@@ -345,6 +347,11 @@ class chain(_Steps):  # noqa: N801 - Celery's name
 
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
+
+
+# Celery's chain() folds its steps with `|`, its base class _chain builds them as given
+# (what a chain rebuilt from JSON is); native's chain() always builds them as given.
+_chain = chain
 
 
 def _unroll(tasks: list[Signature]) -> list[Signature]:
@@ -434,6 +441,10 @@ class chord(Signature):  # noqa: N801 - Celery's name
         lazy = None
         if isinstance(header, Iterator) and not isinstance(header, dict):
             lazy, header = header, None
+        # a list of tasks is copied, as Celery's chord copies it: linking to the chord's
+        # header tasks (chord.tasks) leaves the caller's signatures as they were
+        if isinstance(header, (list, tuple)):
+            header = [s.clone() for s in _signatures((header,), app)]
         members = header if isinstance(header, group) else group(
             *(_signatures((header,), app) if header is not None else ()), app=app)
         super().__init__("celery.chord", (), {"header": members,
@@ -498,6 +509,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return self.body.link(callback)
 
     def link_error(self, errback: dict) -> dict:
+        """The body's errback; with `task_allow_error_cb_on_chord_header` on, each header task
+        gets it too (as Celery: it runs for each header task that fails, and for the body)."""
+        link_header_errback(self, errback)
         return self.body.link_error(errback)
 
     def tail(self) -> Signature:
@@ -506,6 +520,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def _freeze_all(self) -> Any:
         if self.body is None:
             raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
+        if self.options.get("task_id") and not self.tail().id:  # apply_async(task_id=...):
+            self.tail().options["task_id"] = self.options["task_id"]  # the body's, as Celery
         # the chord's id is the header group's id, as in Celery
         self.header.options.setdefault("task_id", self.options.get("group_id")
                                        or str(uuid.uuid4()))
@@ -528,6 +544,14 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
+
+
+def link_header_errback(sig: chord, errback: dict) -> None:
+    """With `task_allow_error_cb_on_chord_header` on, link `errback` to each header task of
+    `sig` (Celery's chord.link_error); off (the default), the header is left alone."""
+    if sig.app.conf.get("task_allow_error_cb_on_chord_header"):
+        for task in sig.header.tasks:
+            task.link_error(maybe_signature(errback, sig._app).clone())
 
 
 class xmap(Signature):  # noqa: N801 - Celery's name

@@ -34,6 +34,17 @@ VALUES (%s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (id) DO NOTHING
 """
 
+# A chord the sender sent itself: a fired counter of the same id (a frozen chord sent again)
+# starts over, as Celery runs such a chord again, body included. One still counting is left.
+INSERT_SENT_CHORD = INSERT_CHORD.replace("ON CONFLICT (id) DO NOTHING", """
+ON CONFLICT (id) DO UPDATE
+SET remaining = excluded.remaining, header_ids = excluded.header_ids, body = excluded.body,
+    after = excluded.after, outer_chord = excluded.outer_chord, root_id = excluded.root_id,
+    error = NULL, created_at = now(), fired_at = NULL
+WHERE start_all.chords.fired_at IS NOT NULL""")
+if INSERT_SENT_CHORD == INSERT_CHORD:  # INSERT_CHORD's conflict clause was rewritten
+    raise ImportError("canvas_store: INSERT_CHORD no longer ends in DO NOTHING")
+
 # Decrement; the update that reaches zero marks the chord fired and gets its row back.
 # Row locks serialise concurrent finishers: the count is exact whatever the interleaving.
 COUNT_CHORDS = """
@@ -126,9 +137,10 @@ class FlowTx:
         if jobs:
             self.conn.execute(INSERT_SENT if sent else INSERT_NEW, job_params(jobs))
 
-    def insert_chords(self, chords: list) -> None:
+    def insert_chords(self, chords: list, sent: bool = False) -> None:
+        """Chord counters (`sent`: of a workflow being sent, see INSERT_SENT_CHORD)."""
         for c in chords:
-            self.conn.execute(INSERT_CHORD, (
+            self.conn.execute(INSERT_SENT_CHORD if sent else INSERT_CHORD, (
                 c.id, c.remaining, json.dumps(c.header_ids), dumps(c.body),
                 dumps(c.after or []), c.outer, c.root_id))
 
@@ -169,7 +181,7 @@ def submit(conn: Any, jobs: list[Job], chords: list) -> None:
     """Send a planned workflow: its chord counters and first jobs, together."""
     with conn.transaction():
         tx = FlowTx(conn)
-        tx.insert_chords(chords)
+        tx.insert_chords(chords, sent=True)
         tx.insert_jobs(jobs, sent=True)
 
 

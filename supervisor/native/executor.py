@@ -117,7 +117,7 @@ def request_fields(job: Held, hostname: str, task: Any = None) -> dict:
         "ignore_result": job.ignore_result,
         "root_id": get("root_id") or task_id, "parent_id": get("parent_id"),
         "group_id": get("group_id"), "group_index": get("group_index"),
-        "chord": get("chord"), "headers": get("headers") or None,
+        "chord": get("chord"), "headers": get("headers") or None, "eta": get("eta"),
         "time_limit": get("time_limit", getattr(task, "time_limit", None)),
         "soft_time_limit": get("soft_time_limit", getattr(task, "soft_time_limit", None)),
         "callbacks": get("link"), "errbacks": get("link_error"), "chain": get("chain"),

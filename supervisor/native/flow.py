@@ -31,6 +31,7 @@ from supervisor.native.canvas import (
     collect_signature,
     group,
     is_flow,
+    link_header_errback,
     maybe_signature,
 )
 from supervisor.native.exceptions import ChordError, Ignore, ImproperlyConfigured
@@ -82,9 +83,7 @@ class Plan:
                 steps[-1] = steps[-1].clone(**tail_opts)
             errbacks = sig.options.get("link_error")
             if errbacks:  # chain.link_error(...) covers every task in it
-                steps = [s.clone(link_error=[*_callbacks(s.options.get("link_error")),
-                                             *_callbacks(errbacks)])
-                         for s in steps]
+                steps = [_chain_errbacks(s, _callbacks(errbacks)) for s in steps]
             steps[0] = _pass_timing(sig, steps[0])  # chain.apply_async(countdown=...)
             self.add(steps[0], args, [*steps[1:], *after], chord_id, parent_id, root_id)
         elif isinstance(sig, group):
@@ -93,7 +92,7 @@ class Plan:
             elif chord_id is not None:  # a group counted as one result: collect it first
                 self.add(chord(sig, sig.tail()), args, None, chord_id, parent_id, root_id)
             else:
-                for member in sig.tasks:
+                for member in _group_members(sig):
                     member = _pass_timing(sig, member)
                     member.options.setdefault("group_id", sig.id)
                     self.add(member, args, None, None, parent_id, root_id)
@@ -107,7 +106,7 @@ class Plan:
     def _chord(self, sig: chord, args: Iterable, after: list, chord_id: str | None,
                parent_id: str | None, root_id: str | None) -> None:
         members = []
-        for member in sig.header.tasks:  # a group inside the header counts as one result
+        for member in _group_members(sig.header):  # a group inside counts as one result
             member = _pass_timing(sig.header, _pass_timing(sig, member))
             members.append(chord(member, member.tail()) if isinstance(member, group)
                            else member)
@@ -159,13 +158,59 @@ def _chord_body(sig: chord) -> Signature:
     body = sig.body
     if body is None:
         raise ValueError("chord has no body: chord(header)(body) or chord(header, body)")
-    if sig.options.get("link_error"):
-        body = body.clone(link_error=[*_callbacks(body.options.get("link_error")),
-                                      *_callbacks(sig.options["link_error"])])
-    if sig.options.get("link"):
-        body = body.clone(link=[*_callbacks(body.options.get("link")),
-                                *_callbacks(sig.options["link"])])
+    errbacks = _callbacks(sig.options.get("link_error"))
+    callbacks = _callbacks(sig.options.get("link"))
+    if isinstance(body, group) and body.tasks and (errbacks or callbacks):
+        # as Celery: a group body's tasks each get the errbacks (so each one calls them,
+        # also when the header fails), and the callback goes on the first task, once
+        body = body.clone()
+        for errback in errbacks:
+            _link_error_to_body_tasks(body, maybe_signature(errback, sig.app))
+        for callback in callbacks:
+            body.link(callback)
+        return body
+    if errbacks:
+        body = body.clone(link_error=[*_callbacks(body.options.get("link_error")), *errbacks])
+    if callbacks:
+        body = body.clone(link=[*_callbacks(body.options.get("link")), *callbacks])
     return body
+
+
+def _link_error_to_body_tasks(sig: Signature, errback: Signature, as_group: bool = True
+                              ) -> None:
+    """A chord's errback on its group body, as Celery links it: to each task (a chord's
+    body, not its header), or, when the group has a link_error option of its own (which
+    replaces its tasks' when it runs), into that option."""
+    if isinstance(sig, group):
+        if as_group and sig.options.get("link_error") is not None:
+            sig.options["link_error"] = [*_callbacks(sig.options["link_error"]),
+                                         errback.clone()]
+        else:
+            for task in sig.tasks:
+                _link_error_to_body_tasks(task, errback, as_group=False)
+    elif isinstance(sig, chord):
+        _link_error_to_body_tasks(sig.body, errback)
+    else:
+        sig.link_error(errback.clone())
+
+
+def _group_members(sig: group) -> list[Signature]:
+    """A group's tasks as it starts them: a link_error option set on the group replaces
+    its tasks' own (Celery passes the group's options to each task it sends)."""
+    errbacks = sig.options.get("link_error")
+    if errbacks is None:
+        return sig.tasks
+    return [task.clone(link_error=_callbacks(errbacks)) for task in sig.tasks]
+
+
+def _chain_errbacks(step: Signature, errbacks: list) -> Signature:
+    """A chain step with the chain's errbacks: a chord step links them as chord.link_error()
+    does (to its header's tasks too, when task_allow_error_cb_on_chord_header is on)."""
+    step = step.clone(link_error=[*_callbacks(step.options.get("link_error")), *errbacks])
+    if isinstance(step, chord):
+        for errback in errbacks:
+            link_header_errback(step, errback)
+    return step
 
 
 def _callbacks(value: Any) -> list:
@@ -222,6 +267,9 @@ def send(sig: Signature) -> Any:
     plan = Plan(app)
     plan.add(sig)
     app.backend.submit(plan.jobs, plan.chords)
+    if type(sig) is group and len(result.results) == 1 and isinstance(result.results[0],
+                                                                      GroupResult):
+        return result.results[0]  # as Celery: group(a | group(...)) gives the inner group's
     return result
 
 
@@ -444,27 +492,74 @@ def _fire_chords(app: Any, tx: Any, counts: dict) -> list[Finished]:
                      counts[row.id][2], row.root_id)
             if plan.chords:
                 tx.insert_chords(plan.chords)
-            tx.insert_jobs(plan.jobs)
+            # the counter fires once per run (count_chords), so what it starts is new: a
+            # body that ran in an earlier run of the chord (sent again) runs again
+            tx.insert_jobs(plan.jobs, sent=True)
             continue
         # a header task failed: the body fails with ChordError, and its errbacks run
         cause = failed.get("exc")
         reason = exception_from_dict(cause) if isinstance(cause, dict) else cause
         error = ChordError(f"Dependency {failed['task_id']} raised {reason!r}")
-        head = body.tasks[0] if isinstance(body, chain) else body
-        head = head.tail() if isinstance(head, chord) else head
-        flow = {"root_id": row.root_id, "link_error": _callbacks(head.options.get("link_error")),
-                "chord": row.outer}
-        never_ran = {(head.id, head.name), *_result_ids(body)}
+        targets = _failed_body_results(app, body)
+        never_ran = {(tid, name) for tid, name, _ebs in targets} | set(_result_ids(body))
         for sig in after:
             never_ran.update(_result_ids(sig))
         tx.insert_failed(sorted(never_ran), exception_to_dict(error))
-        event = Finished(head.id, head.name, "FAILURE", exception_to_dict(error), None, flow)
-        for errback in flow["link_error"]:
-            sig = maybe_signature(errback, app)
-            if _new_style_errback(sig):
-                call_errback_here(sig, head.id, error, None)
-        events.append(event)
+        for i, (task_id, name, errbacks) in enumerate(targets):
+            # the first one stands for the body in the chord around it, if any
+            flow = {"root_id": row.root_id, "link_error": errbacks,
+                    "chord": row.outer if i == 0 else None}
+            events.append(Finished(task_id, name, "FAILURE", exception_to_dict(error), None,
+                                   flow))
+            for errback in errbacks:
+                sig = maybe_signature(errback, app)
+                if _new_style_errback(sig):
+                    call_errback_here(sig, task_id, error, None)
     return events
+
+
+def _failed_body_results(app: Any, body: Signature) -> list[tuple[str, str, list]]:
+    """(result id, name, errbacks) of a chord body that will not run (a header task failed).
+    As Celery: a group body fails each of its tasks' results, each calling its own
+    errbacks and the group's, each once; any other body, its one result."""
+    head, outer = body, []
+    if isinstance(body, chain) and body.tasks:  # its first step, with the chain's errbacks
+        head = _upgrade_groups([_unroll_single(step) for step in body.tasks])[0]
+        outer = _callbacks(body.options.get("link_error"))
+    if isinstance(head, group) and head.tasks:
+        outer = [*_callbacks(head.options.get("link_error")), *outer]
+        targets = [_result_errbacks(app, member) for member in head.tasks]
+    else:
+        targets = [_result_errbacks(app, head)]
+    return [(task_id, name, _unique([*errbacks, *outer])) for task_id, name, errbacks in targets]
+
+
+def _unique(signatures: list) -> list:
+    """Each errback once (as Celery: the same one linked twice runs once)."""
+    out: list = []
+    for sig in signatures:
+        if sig not in out:
+            out.append(sig)
+    return out
+
+
+def _result_errbacks(app: Any, sig: Signature) -> tuple[str, str, list]:
+    """The id and name of the result `sig` would produce, and the errbacks linked to it: a
+    chord's own and its body's; a group's own and its tasks'."""
+    errbacks: list = []
+    while isinstance(sig, chord) and sig.body is not None:
+        errbacks.extend(_callbacks(sig.options.get("link_error")))
+        sig = sig.body
+    if isinstance(sig, chain) and sig.tasks:  # its result is its last step's
+        task_id, name, inner = _result_errbacks(app, sig.tasks[-1])
+        return task_id, name, [*errbacks, *_callbacks(sig.options.get("link_error")), *inner]
+    errbacks.extend(_callbacks(sig.options.get("link_error")))
+    if isinstance(sig, group):
+        for task in sig.tasks:
+            errbacks.extend(_result_errbacks(app, task)[2])
+        tail = sig.tail()
+        return tail.id, tail.name, errbacks
+    return sig.id, sig.name, errbacks
 
 
 def _result_ids(sig: Signature) -> list[tuple[str, str]]:
@@ -540,6 +635,9 @@ def replacement(task: Any, sig: Any) -> Replaced:
         raise ImproperlyConfigured("Cannot replace with an empty chain")
     if isinstance(sig, group):  # Celery: a replacing group is collected into one result
         sig = chord(sig, collect_signature(task.app))
+    elif isinstance(sig, chain) and isinstance(sig.tasks[-1], group):  # so is a chain's last
+        sig = chain(*sig.tasks[:-1], chord(sig.tasks[-1], collect_signature(task.app)),
+                    app=sig._app, **sig.options)
     return Replaced(sig.clone())
 
 

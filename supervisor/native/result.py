@@ -130,6 +130,16 @@ class AsyncResult(_ResultBase):
         return meta["traceback"] if meta else None
 
     @property
+    def children(self) -> list | None:
+        """The tasks this one started (sent from it, or planned when it finished: callbacks,
+        errbacks, the next chain step, a chord body it completed), as Celery records them
+        with its result: None until it is ready. One query, on the rows' parent_id."""
+        if not self.ready():
+            return None
+        return [AsyncResult(task_id, app=self.app, task_name=name)
+                for task_id, name in self.app.backend.children_of(self.id)]
+
+    @property
     def date_done(self) -> Any:
         meta = self._meta()
         return meta["finished_at"] if meta else None

@@ -268,6 +268,13 @@ class SqliteStore(BackendMeta):  # get_task_meta, get_state (result.py)
             "args": loads(args), "kwargs": loads(kwargs),
         }
 
+    def children_of(self, task_id: str) -> list[tuple[str, str]]:
+        """(task id, name) of the rows whose parent is `task_id` (AsyncResult.children)."""
+        return self.db.run(lambda conn: [tuple(row) for row in conn.execute(
+            "SELECT task_id, name FROM start_all_jobs "
+            "WHERE json_extract(options, '$.parent_id') = ? ORDER BY id",
+            (task_id,)).fetchall()])
+
     def revoke(self, task_ids: list[str], terminate: bool = False) -> None:
         mode, now = ("terminate" if terminate else "revoke"), time.time()
         marks = ",".join("?" * len(task_ids))

@@ -545,6 +545,13 @@ class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
         return {"status": status, "result": result, "traceback": traceback, "retries": retries,
                 "finished_at": finished_at, "name": name, "args": args, "kwargs": kwargs}
 
+    def children_of(self, task_id: str) -> list[tuple[str, str]]:
+        """(task id, name) of the rows whose parent is `task_id` (AsyncResult.children; no
+        index on it: a scan, paid only by who asks)."""
+        return [(t, n) for t, n in self.execute(
+            "SELECT task_id, name FROM start_all.jobs WHERE options->>'parent_id' = %s "
+            "ORDER BY id", (task_id,))]
+
     def revoke(self, task_ids: list[str], terminate: bool = False) -> None:
         mode = "terminate" if terminate else "revoke"
         self.execute(REVOKE, {"ids": task_ids, "mode": mode})

@@ -313,6 +313,10 @@ class Task:
             options["time_limit"] = float(time_limit)
         if soft_time_limit is not None:
             options["soft_time_limit"] = float(soft_time_limit)
+        if countdown is not None or isinstance(eta, datetime):  # read back as request.eta
+            when = _as_utc(eta) if isinstance(eta, datetime) else (
+                datetime.now(UTC) + timedelta(seconds=float(countdown)))
+            options["eta"] = when.isoformat()
         if headers:
             options["headers"] = dict(headers)
         properties = unknown and {k: unknown.pop(k) for k in MESSAGE_PROPERTIES if k in unknown}

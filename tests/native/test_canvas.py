@@ -373,6 +373,11 @@ def test_empty_chains_and_groups_are_left_out(flow, start_worker):
     assert chord([chain()], t.xsum.s()).delay().get(timeout=30) == 0
     assert chord([chain(), t.add.s(1, 1), chain(), t.add.s(2, 2)], t.xsum.s()).delay().get(
         timeout=30) == 6
+    # Celery's _chain (steps as given, as rebuilt from JSON) is native's chain
+    from supervisor.native.canvas import _chain
+
+    assert _chain(_chain(group(), t.add.s(10)), t.add.s(20)).apply_async((5,)).get(
+        timeout=30) == 35
 
 
 def test_chord_apply_async_link_options_take_one_signature(flow, start_worker, tmp_path):
@@ -396,3 +401,239 @@ def test_chord_apply_async_link_options_take_one_signature(flow, start_worker, t
         failing.get(timeout=30)
     wait_for(lambda: len(lines(marks)) >= 3, 20, "the errback")
     assert lines(marks)[2] == f"errback {failing.id}"
+
+
+def _queue_drained(db) -> bool:
+    """No job left to run: every follow-up a finish planned has run (they are inserted in
+    that finish's transaction, so none can appear later)."""
+    return db.execute("SELECT count(*) FROM start_all.jobs WHERE status IN "
+                      "('PENDING', 'RETRY', 'RESERVED', 'STARTED')").fetchone() == (0,)
+
+
+def _labels(path) -> list[str]:
+    return sorted(line.split()[0].strip("'") for line in lines(path))
+
+
+def test_chord_with_a_group_body_calls_each_body_task_errbacks_on_header_failure(
+        flow, start_worker, tmp_path, db):
+    """As Celery: when a header task fails, each task of a group body calls its errbacks
+    (its own, and the chord's link_error, which goes on to each of them, once each); a
+    chord in the body calls those of its body; an errback set as one signature runs; a
+    chord body's link_error option runs once; link= on a group body runs once."""
+    from supervisor.native import ChordError, chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+
+    cases = []
+
+    def case(make, expected, how="option"):
+        marks = tmp_path / f"marks-{len(cases)}"
+        eb = t.record.si("chord", str(marks))
+        workflow = make(marks)
+        if how == "option":
+            res = workflow.apply_async(link_error=eb)
+        elif how == "method":
+            workflow.link_error(eb)
+            res = workflow.apply_async()
+        else:
+            res = workflow.apply_async()
+        cases.append((res, marks, expected))
+
+    def own(marks, label="own"):
+        return t.record.si(label, str(marks))
+
+    header = [t.add.si(1, 1), t.fail.si()]
+    for how in ("option", "method"):
+        def body_tasks(marks):
+            first = t.xsum.s()
+            first.link_error(own(marks))
+            return chord(header, group(first, t.xsum.s()))
+
+        case(body_tasks, ["chord", "chord", "own"], how)
+        case(lambda marks: chord(header, group(chord([t.add.si(2, 2)], t.xsum.s()),
+                                               t.xsum.s())), ["chord", "chord"], how)
+    case(lambda marks: chord(header, group(t.xsum.s(), t.xsum.s())), ["chord", "chord"])
+    case(lambda marks: chord(header, chord([t.xsum.s(), t.xsum.s()], t.xsum.s())),
+         ["chord"])
+    case(lambda marks: chord(header, group(t.xsum.s().set(link_error=own(marks)),
+                                           t.xsum.s())), ["own"], how="none")
+    # the header succeeds, a task of the group body fails: its own errback and the chord's
+    case(lambda marks: chord([t.add.si(1, 1)], group(t.fail.s().on_error(own(marks)),
+                                                     t.xsum.s())), ["chord", "own"])
+    # a group body with its own link_error option: the chord's errback joins it, once each
+    case(lambda marks: chord([t.add.si(1, 1)], group(t.fail.s(), t.xsum.s()).set(
+        link_error=own(marks, "group"))), ["chord", "group"])
+    case(lambda marks: chord([t.add.si(1, 1)], group(
+        chord([t.add.si(1, 1)], group(t.fail.s(), t.xsum.s()))).set(
+        link_error=own(marks, "group"))), ["chord", "group"])
+    for res, _marks, _expected in cases:
+        with pytest.raises((ValueError, ChordError)):
+            res.get(timeout=30)
+    wait_for(lambda: _queue_drained(db), 30, "every errback run")
+    got = [_labels(marks) for _res, marks, _e in cases]
+    assert got == [expected for _res, _marks, expected in cases]
+
+    # link= given to a chord with a group body runs once; the body's tasks keep theirs
+    marks = tmp_path / "links"
+    first = t.xsum.s()
+    first.link(own(marks))
+    res = chord([t.add.si(1, 1), t.add.si(2, 2)], group(first, t.xsum.s())).apply_async(
+        link=own(marks, "chord"))
+    assert res.get(timeout=30) == [6, 6]
+    wait_for(lambda: _queue_drained(db), 30, "the callbacks run")
+    assert _labels(marks) == ["chord", "own"]
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_allow_error_cb_on_chord_header_links_errbacks_to_the_header_tasks(
+        flow, start_worker, tmp_path, db, monkeypatch, allow):
+    """task_allow_error_cb_on_chord_header: on, chord.link_error(eb) (and a chain's errback
+    on a chord it upgrades from group | task) runs for each header task that fails and for
+    the body; off (the default), once, for the body. The body never runs."""
+    from supervisor.native import chain, chord, group
+
+    t = flow
+    monkeypatch.setitem(t.app.conf, "task_allow_error_cb_on_chord_header", allow)
+    start_flow_worker(start_worker)
+    cases = []
+    for upgraded in (False, True):
+        marks = tmp_path / f"marks-{upgraded}"
+        header = [t.fail.si(), t.identity.si(42), t.fail.si()]
+        body = t.record.si("body", str(marks))
+        workflow = chain(group(header), body) if upgraded else chord(header, body)
+        workflow.link_error(t.record.si("eb", str(marks)))
+        cases.append((workflow.delay(), marks))
+    for res, _marks in cases:
+        with pytest.raises(ValueError, match="expected failure"):
+            res.get(timeout=30)
+    wait_for(lambda: _queue_drained(db), 30, "every errback run")
+    expected = ["eb"] * (3 if allow else 1)
+    assert [_labels(marks) for _res, marks in cases] == [expected, expected]
+
+
+def test_chain_of_implicit_chords_as_a_chord_body(flow, start_worker, tmp_path, db):
+    """A chord body that is a chain of group | task steps (implicit chords): it runs through,
+    apply_async(task_id=...) names its last result (as Celery names the body's), and when
+    a chord inside it fails in its header, the chain's errback still runs."""
+    from supervisor.native import ChordError, chain, chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    steps = [t.xsum.s()]
+    for _ in range(3):
+        steps += [group(t.add.s(1), t.add.s(2)), t.xsum.s()]
+    callback = t.identity.s()
+    callback_result = callback.freeze()
+    steps[-1].link(callback)
+    wanted = "chain-of-implicit-chords"
+    res = chord([t.add.si(1, 1), t.add.si(2, 2)], chain(*steps)).apply_async(task_id=wanted)
+    assert res.id == wanted
+    # 6 -> 2x + 3 three times
+    assert res.get(timeout=30) == 69 and callback_result.get(timeout=30) == 69
+
+    marks = tmp_path / "failed"
+    inner = chain(t.xsum.s(), group(t.add.s(1), t.add.s(2)), t.xsum.s())
+    inner.link_error(t.record.si("failed", str(marks)))
+    res = chord([t.add.si(1, 1)], chain(t.xsum.s(), chord(
+        group(t.fail.si(), t.add.si(1, 2)), inner))).delay()
+    with pytest.raises((ValueError, ChordError)):
+        res.get(timeout=30)
+    wait_for(lambda: _queue_drained(db), 30, "the errback run")
+    assert _labels(marks) == ["failed"]
+
+
+def test_frozen_chord_sent_again_runs_its_body_again(flow, start_worker, tmp_path):
+    """As Celery: a frozen chord keeps its ids, and each apply_async is a new run, body
+    included (its counter starts over, the body's finished row is queued again)."""
+    from supervisor.native import chord, group
+
+    t = flow
+    start_flow_worker(start_worker)
+    marks = tmp_path / "bodies"
+    frozen = chord(group(t.add.s(1, 2), t.add.s(3, 4)), t.record.si("body", str(marks)))
+    frozen.freeze()
+    assert frozen.apply_async().get(timeout=30) == "body"
+    wait_for(lambda: len(lines(marks)) == 1, 20, "the first run's body")
+    second = frozen.apply_async()
+    wait_for(lambda: len(lines(marks)) == 2, 20, "the second run's body")
+    assert second.get(timeout=30) == "body"
+
+
+def test_group_results_in_chain_and_replace_with_a_chain_ending_in_a_group(flow,
+                                                                          start_worker):
+    """group(a | group(b, c)) gives the inner group's results (Celery's special case), and
+    a task replaced by a chain ending in a group gets that group's list as its result."""
+    from supervisor.native import group
+
+    t = flow
+    start_flow_worker(start_worker)
+    assert group(t.add.s(1, 2) | group(t.add.s(1), t.add.s(2)))().get(timeout=30) == [4, 5]
+    assert t.replace_with_chain_group.delay().get(timeout=30) == [4, 4]
+
+
+def test_countdown_on_group_or_task_delays_the_header_and_sets_request_eta(flow,
+                                                                          start_worker):
+    """(group | task).apply_async(countdown=...) delays the header tasks, which see when
+    they were due in request.eta (an ISO time, as Celery); a task sent without one has
+    none."""
+    import time
+    from datetime import datetime
+
+    from supervisor.native import group
+
+    t = flow
+    start_flow_worker(start_worker)
+    started = time.monotonic()
+    sent = datetime.now().astimezone()
+    res = (group(t.eta_seen.s(), t.eta_seen.s()) | t.identity.s()).apply_async(countdown=1.5)
+    etas = res.get(timeout=30)
+    assert time.monotonic() - started >= 1.4
+    assert len(etas) == 2 and all(
+        (datetime.fromisoformat(eta) - sent).total_seconds() >= 1.4 for eta in etas)
+    assert t.eta_seen.apply_async(countdown=0.1).get(timeout=30) is not None
+    assert t.eta_seen.delay().get(timeout=30) is None
+
+
+def test_async_result_children_are_the_tasks_it_started(flow, start_worker, tmp_path):
+    """AsyncResult.children, as Celery: None until the task is ready, then the tasks it
+    started: the next chain step, its callbacks, the errbacks of a failure."""
+    from supervisor.native import ChordError, chord
+
+    t = flow
+    assert t.add.s(1, 1).freeze().children is None  # not sent: not ready
+    start_flow_worker(start_worker)
+    marks = tmp_path / "marks"
+    first = t.add.s(1, 1)
+    first.link(t.record.s(str(marks)))
+    res = (first | t.add.s(2)).delay()
+    assert res.get(timeout=30) == 4
+    wait_for(lambda: lines(marks), 20, "the callback")
+    children = res.parent.children
+    assert res.id in {c.id for c in children}
+    assert sorted(c.name for c in children) == ["flowtasks.add", "flowtasks.record"]
+    assert res.children == []
+    # the body of a chord whose header failed: its errback is its child
+    body = t.xsum.s().on_error(t.errback_old.s(str(marks)))
+    failing = chord([t.fail.si()], body).delay()
+    with pytest.raises((ValueError, ChordError)):
+        failing.get(timeout=30)
+    wait_for(lambda: failing.children, 20, "the errback as the body's child")
+    assert [c.name for c in failing.children] == ["flowtasks.errback_old"]
+
+
+def test_chord_copies_a_header_given_as_a_list(flow):
+    """As Celery: chord([a, b], body) copies a and b, so what is linked to the chord's
+    header tasks (chord.tasks) leaves the caller's signatures alone; a group header is the
+    chord's own."""
+    from supervisor.native import chord, group
+
+    t = flow
+    header = (t.fail.si(), t.identity.si(1))
+    workflow = chord(header, t.xsum.s())
+    for task in workflow.tasks:
+        task.link_error(t.identity.si(2))
+    assert header == (t.fail.si(), t.identity.si(1))
+    assert workflow.tasks[0] != t.fail.si() and workflow.tasks[0].options["link_error"]
+    members = group(t.identity.si(3))
+    assert chord(members, t.xsum.s()).tasks[0] is members.tasks[0]

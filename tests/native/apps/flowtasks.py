@@ -198,3 +198,16 @@ def grow_chord_with_chord(self, nums, val):
 
     self.add_to_chord(group(add.s(num, val) for num in nums) | xsum.s())
     return 0
+
+
+@app.task(bind=True)
+def replace_with_chain_group(self):
+    """Replaced by a chain ending in a group: its result is the group's list."""
+    from supervisor.native import chain, group
+
+    return self.replace(chain(add.s(1, 2), group(add.s(1), add.s(1))))
+
+
+@app.task(bind=True)
+def eta_seen(self, *args):
+    return self.request.eta
