@@ -198,3 +198,11 @@ def grow_chord_with_chord(self, nums, val):
 
     self.add_to_chord(group(add.s(num, val) for num in nums) | xsum.s())
     return 0
+
+
+@app.task
+def successful_here(task_ids):
+    """Which of these ids this worker process counts as succeeded (worker_state)."""
+    from supervisor.native import worker_state
+
+    return [task_id in worker_state.successful_requests for task_id in task_ids]
