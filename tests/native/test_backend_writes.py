@@ -64,6 +64,10 @@ def test_sqlite_store_result_and_revoke_of_an_unknown_id(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
     monkeypatch.setenv("NATIVE_TEST_DB_URL", url)
     monkeypatch.syspath_prepend(str(APPS))
+    from supervisor.native import current
+
+    # importing qtasks makes its app current; the next tests must not send through it
+    monkeypatch.setattr(current, "_current", current.get_current())
     import qtasks
 
     qtasks.app.close()
