@@ -197,11 +197,18 @@ class Control:
         self.app = app
 
     def revoke(self, task_id: str | list[str], terminate: bool = False,
-               signal: Any = None, **_ignored: Any) -> None:
+               signal: Any = None, destination: Any = None, reply: bool = False,
+               timeout: float = 1.0, **_ignored: Any) -> list[dict] | None:
         """terminate=True: a running task is killed (prefork: its child gets SIGKILL whatever
-        `signal` says; threads: TaskRevokedError is raised in it)."""
+        `signal` says; threads: TaskRevokedError is raised in it). The revoke is one statement
+        in the database, done when this returns; reply=True answers, as Celery's, one reply
+        per live worker."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.backend.revoke(ids, terminate=terminate)
+        if not reply:
+            return None
+        workers = Inspect(self.app, destination=destination, timeout=timeout).ping() or {}
+        return [{name: {"ok": f"tasks {', '.join(ids)} flagged as revoked"}} for name in workers]
 
     def revoke_by_stamped_headers(self, headers: dict, destination: Any = None,
                                   terminate: bool = False, signal: Any = None,

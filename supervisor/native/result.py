@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from typing import Any
@@ -425,6 +426,28 @@ class BackendMeta:
 
     def get_state(self, task_id: str) -> str:
         return AsyncResult(task_id, app=self.app).state
+
+    def store_result(self, task_id: str, result: Any, state: str,
+                     traceback: str | None = None, request: Any = None, **_celery: Any) -> Any:
+        """Write a task's state and result (Celery's backend.store_result), e.g. for a task
+        run elsewhere. A task waiting in the queue or held by a worker is refused: its state
+        is the worker's to write (overwriting it would take the job away from the queue)."""
+        from supervisor.native.serial import dumps_result, exception_to_dict
+
+        if isinstance(result, BaseException):
+            encoded = json.dumps(exception_to_dict(result))
+        else:
+            encoded = dumps_result(result)
+        name = getattr(request, "task", None) or ""
+        if not self._store_result(str(task_id), name, state, encoded, traceback,
+                                  state in states.READY_STATES):
+            raise ValueError(f"store_result: task {task_id} is waiting or running in the native "
+                             "queue; its worker writes its state")
+        return result
+
+    def _store_result(self, task_id: str, name: str, state: str, encoded: str,
+                      traceback: str | None, final: bool) -> bool:
+        raise NotImplementedError
 
     def get_task_meta(self, task_id: str, cache: bool = True) -> dict:
         result = AsyncResult(task_id, app=self.app)

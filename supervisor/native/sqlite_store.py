@@ -288,6 +288,26 @@ class SqliteStore(BackendMeta):  # get_task_meta, get_state (result.py)
                                 ELSE status END
                 WHERE task_id IN ({marks}) AND status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')""",
             (mode, now, *task_ids)))
+        # an id never sent is REVOKED as Celery's revoke stores it (as in store.REVOKE)
+        self.db.run(lambda conn: conn.executemany(
+            "INSERT INTO start_all_jobs (task_id, name, status, revoke, finished_at, run_at, "
+            "created_at) VALUES (?, '', 'REVOKED', ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
+            [(task_id, mode, now, now, now) for task_id in task_ids]))
+
+    def _store_result(self, task_id: str, name: str, state: str, encoded: str,
+                      traceback: str | None, final: bool) -> bool:
+        now = time.time()
+        return self.db.run(lambda conn: conn.execute(
+            """INSERT INTO start_all_jobs (task_id, name, status, result, traceback,
+                                           finished_at, run_at, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (task_id) DO UPDATE SET status = excluded.status,
+                   result = excluded.result, traceback = excluded.traceback,
+                   finished_at = excluded.finished_at
+               WHERE start_all_jobs.status NOT IN ('PENDING', 'RETRY', 'RESERVED', 'REPLACED')
+               RETURNING 1""",
+            (task_id, name, state, encoded, traceback, now if final else None, now, now),
+        ).fetchall()) != []
 
     def forget(self, task_id: str) -> None:
         self.db.run(lambda conn: conn.execute(

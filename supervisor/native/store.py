@@ -288,8 +288,26 @@ WITH target AS (
         lease_token = CASE WHEN status IN ('PENDING', 'RETRY') THEN NULL ELSE lease_token END
     WHERE task_id = ANY(%(ids)s) AND status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
     RETURNING task_id, status
+), unknown AS (
+    -- an id never sent is REVOKED as Celery's revoke stores it (a send after it queues it anew)
+    INSERT INTO start_all.jobs (task_id, name, status, revoke, finished_at)
+    SELECT t, '', 'REVOKED', %(mode)s, now() FROM unnest(%(ids)s::text[]) AS t
+    WHERE NOT EXISTS (SELECT 1 FROM start_all.jobs j WHERE j.task_id = t)
+    ON CONFLICT (task_id) DO NOTHING
 )
 SELECT pg_notify('start_all_revoke', task_id) FROM target WHERE status = 'RESERVED'
+"""
+
+# backend.store_result: a row for an id never sent, or over a finished (or custom-state) one;
+# rows waiting or held by a worker are left alone (no row back: the caller raises)
+STORE_RESULT = """
+INSERT INTO start_all.jobs AS j (task_id, name, status, result, traceback, finished_at)
+VALUES (%(id)s, %(name)s, %(status)s, %(result)s::jsonb, %(traceback)s,
+        CASE WHEN %(final)s THEN now() END)
+ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, result = excluded.result,
+    traceback = excluded.traceback, finished_at = excluded.finished_at
+WHERE j.status NOT IN ('PENDING', 'RETRY', 'RESERVED', 'REPLACED')
+RETURNING 1
 """
 
 GET_META = """
@@ -555,6 +573,12 @@ class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
     def revoke(self, task_ids: list[str], terminate: bool = False) -> None:
         mode = "terminate" if terminate else "revoke"
         self.execute(REVOKE, {"ids": task_ids, "mode": mode})
+
+    def _store_result(self, task_id: str, name: str, state: str, encoded: str,
+                      traceback: str | None, final: bool) -> bool:
+        return bool(self.execute(STORE_RESULT, {
+            "id": task_id, "name": name, "status": state, "result": encoded,
+            "traceback": traceback, "final": final}))
 
     def forget(self, task_id: str) -> None:
         self.execute(

@@ -26,7 +26,7 @@ from collections import Counter, deque
 from datetime import timedelta
 from typing import Any
 
-from supervisor.native import control, dispatch, flow, ratelimit
+from supervisor.native import control, dispatch, flow, ratelimit, worker_state
 from supervisor.native import store as sql
 from supervisor.native.backends import backend_for
 from supervisor.native.canvas import FLOW_KEYS
@@ -303,6 +303,10 @@ class Worker:
             self.held.pop(o.job.id, None)
             self.by_task_id.pop(o.job.task_id, None)
             self.totals[o.job.name] += 1
+            # after the write, so whoever sees the id finds the result; FORGET with a value
+            # is an ignore_result success (FORGET without one is Ignore, not a success)
+            if o.status == SUCCESS or (o.status == FORGET and o.result is not None):
+                worker_state.successful_requests.add(o.job.task_id)
         self.processed += len(batch)
         if batch:
             runtime = sum(o.runtime for o in batch) / len(batch)

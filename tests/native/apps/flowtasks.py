@@ -211,3 +211,11 @@ def replace_with_chain_group(self):
 @app.task(bind=True)
 def eta_seen(self, *args):
     return self.request.eta
+
+
+@app.task
+def successful_here(task_ids):
+    """Which of these ids this worker process counts as succeeded (worker_state)."""
+    from supervisor.native import worker_state
+
+    return [task_id in worker_state.successful_requests for task_id in task_ids]
