@@ -270,9 +270,6 @@ class Worker:
             # an outcome is written as soon as the loop is free (group commit: what finishes
             # during one round trip goes in the next), so a kill finds few results unwritten
             if self.sleeping:
-                # one wake-up per wait: the jobs that finish before the loop is up again
-                # wrote to the pipe each (a syscall per job, 8 % of a drain's executor samples)
-                self.sleeping = False
                 self._wake()
             if abandoned:
                 return  # a replacement thread took this one's place at the hard time limit
