@@ -472,6 +472,10 @@ class SqliteWorkerDb:
                                 (task_id,)).fetchone()
         return row[0] if row else None
 
+    def take_next_due(self) -> tuple[bool, float | None]:
+        """Its claims do not answer it: next_due() asks."""
+        return False, None
+
     def next_due(self, queues: list[str]) -> float | None:
         marks = ",".join("?" * len(queues))
         row = self.conn.execute(

@@ -54,6 +54,7 @@ PREFETCH_BUDGET = 0.2  # seconds of queued work a thread may hold (adaptive pref
 # jobs per thread at most: a claim's round trip (a few ms for a few hundred rows) must not
 # outlast the jobs still waiting, or the threads idle (no-op drain, c=1: 6.7k/s at 128, 9k/s at 512)
 PREFETCH_CAP = 512
+RUNTIME_KEEP = 0.8  # the moving average of runtimes keeps this much of itself per job
 REFILL = 0.5  # claim again once the jobs waiting for a thread fall below this share of it
 RETRY_FIRST = 0.05  # first reconnect delay after a failed attempt (seconds), doubling ...
 RETRY_CAP = 0.5  # ... up to this: processing resumes within about this of the database's return
@@ -142,6 +143,7 @@ class Worker:
         self.capacity = 0
         self.adapt()
         self.last_claimed = 0
+        self.last_limit = 1  # with last_claimed: the last claim came back short (idle queue)
         self.url = app.database_url
         if poll_only is None:
             poll_only = conf.native_poll_only
@@ -208,6 +210,17 @@ class Worker:
             multiplier = max(1, min(PREFETCH_CAP,
                                     int(PREFETCH_BUDGET / max(self.avg_runtime, 1e-6))))
         self.capacity = self.concurrency * multiplier
+
+    def learn_runtime(self, batch: list[Outcome]) -> None:
+        """Fold a batch's runtimes into the moving average, each job weighing as one step
+        (a batch of n jobs moves it as n batches of one did): with one step per batch, a
+        drain of quick tasks took about 20 claims to grow from 4 jobs to PREFETCH_CAP, half
+        of a 5,000-task drain with 1 thread spent in round trips for small claims (measured:
+        17 claims, 200 of 415 ms). A slow task still moves it by a fifth, as before."""
+        keep = RUNTIME_KEEP ** len(batch)
+        runtime = sum(o.runtime for o in batch) / len(batch)
+        self.avg_runtime = keep * self.avg_runtime + (1 - keep) * runtime
+        self.adapt()
 
     # --- signals ----------------------------------------------------------------------------
     def _on_stop(self, signum: int, frame: Any) -> None:
@@ -287,10 +300,12 @@ class Worker:
             written, rows = self.db.exchange(
                 self._finish_params(plain, fast=True) if plain else None,
                 {"queues": self.queues, "limit": limit, "token": token, "worker": self.id,
-                 "lease": self.lease, **self._limit_params()} if limit > 0 else None,
+                 "lease": self.lease, "due": self.last_claimed < self.last_limit,
+                 **self._limit_params()} if limit > 0 else None,
             )
             written += flow_written
-            self.last_claimed = len(rows)
+            if limit > 0:
+                self.last_claimed, self.last_limit = len(rows), limit
         except Exception:
             self.done.extendleft(reversed(batch))  # kept for the next attempt (still fenced)
             if limit > 0:
@@ -309,9 +324,7 @@ class Worker:
                 worker_state.successful_requests.add(o.job.task_id)
         self.processed += len(batch)
         if batch:
-            runtime = sum(o.runtime for o in batch) / len(batch)
-            self.avg_runtime = 0.8 * self.avg_runtime + 0.2 * runtime
-            self.adapt()
+            self.learn_runtime(batch)
         ready = []
         for row in rows:
             job = Held(row, token)
@@ -640,8 +653,10 @@ class Worker:
                 if want_claim:
                     maybe_more = self.last_claimed == free
                     if not maybe_more:
-                        next_due = (self.db.next_due(self.queues, self._limit_params())
-                                    if self.limits else self.db.next_due(self.queues))
+                        known, next_due = self.db.take_next_due()  # an idle claim says
+                        if not known:
+                            next_due = (self.db.next_due(self.queues, self._limit_params())
+                                        if self.limits else self.db.next_due(self.queues))
                         if next_due is not None:
                             due_in = max(0.0, next_due)
                             due_at = now + due_in

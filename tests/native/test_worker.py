@@ -47,6 +47,22 @@ def test_countdown_is_respected(qapp, db, start_worker, tmp_path):
     assert time.time() - sent >= 1.4
 
 
+@pytest.mark.parametrize("queues", [["celery"], ["celery", "other"]])
+def test_idle_worker_starts_a_delayed_job_when_due(qapp, db, start_worker, queues):
+    """An idle worker learns when the next delayed job is due from its claim (store.CLAIM_DUE),
+    with no poll to fall back on (30 s): the job must start at its countdown, not at a poll,
+    and not before. Also with two queues (the claim's other form)."""
+    start_worker("-c", "1", "-Q", ",".join(queues), env={"NATIVE_TEST_POLL": "30"})
+    assert qapp.add.delay(1, 1).get(timeout=10) == 2  # idle now: its claims come back short
+    sent = time.time()
+    early = qapp.add.delay(2, 2)  # due now: claimed with the delayed job's due time asked
+    later = qapp.add.apply_async(args=[3, 3], countdown=1.5)
+    assert early.get(timeout=10) == 4
+    assert later.get(timeout=10) == 6
+    started = job_row(db, later.id)["started_at"].timestamp()
+    assert 1.4 <= started - sent < 6  # a poll would have taken 30 s
+
+
 def test_named_queues(qapp, db, start_worker, tmp_path):
     start_worker("-c", "1", "-Q", "slow")
     fast = qapp.add.apply_async(args=[1, 1])  # default queue "celery": nobody listens
