@@ -318,10 +318,11 @@ class Worker:
             self.held.pop(o.job.id, None)
             self.by_task_id.pop(o.job.task_id, None)
             self.totals[o.job.name] += 1
-            # after the write, so whoever sees the id finds the result; FORGET with a value
-            # is an ignore_result success (FORGET without one is Ignore, not a success)
-            if o.status == SUCCESS or (o.status == FORGET and o.result is not None):
-                worker_state.successful_requests.add(o.job.task_id)
+        # after the write, so whoever sees an id finds its result; FORGET with a value is an
+        # ignore_result success (FORGET without one is Ignore, not a success)
+        worker_state.successful_requests.update(
+            o.job.task_id for o in batch
+            if o.status == SUCCESS or (o.status == FORGET and o.result is not None))
         self.processed += len(batch)
         if batch:
             self.learn_runtime(batch)

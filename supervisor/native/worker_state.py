@@ -32,15 +32,16 @@ class LimitedSet:
         self._lock = threading.Lock()
 
     def add(self, item: str) -> None:
-        with self._lock:
-            self._items[item] = None
-            self._items.move_to_end(item)
-            while len(self._items) > self.maxlen:
-                self._items.popitem(last=False)
+        self.update((item,))
 
     def update(self, items: Iterable[str]) -> None:
-        for item in items:
-            self.add(item)
+        """Add in order, under one lock (a worker adds each finished batch at once)."""
+        with self._lock:
+            for item in items:
+                self._items[item] = None
+                self._items.move_to_end(item)
+            while len(self._items) > self.maxlen:
+                self._items.popitem(last=False)
 
     def discard(self, item: str) -> None:
         with self._lock:
