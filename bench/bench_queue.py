@@ -864,7 +864,8 @@ def versus_baseline(results: dict[str, dict]) -> list[str]:
     parts = []
     for field, label in (("enqueue_single", "enqueue single"),
                          ("enqueue_batch", "enqueue batched"), ("tput_1", "1 worker"),
-                         ("tput_4", "4 workers"), ("p50", "pickup p50"), ("rss", "idle RSS")):
+                         ("tput_4", "4 workers"), ("db_cpu_1", "database CPU per job"),
+                         ("p50", "pickup p50"), ("rss", "idle RSS")):
         a = statistics.median(r[field] for r in mine)
         b = statistics.median(r[field] for r in theirs)
         parts.append(f"{label} {a / b:.2f}x")
