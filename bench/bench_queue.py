@@ -83,7 +83,8 @@ class DbCpu:
     that exits keeps what was last seen of it; one born meanwhile counts from zero. The
     server's shared processes (WAL writer, checkpointer) are left out: the same for every
     peer. What a drain costs the database is what a shared free-tier PostgreSQL pays, and
-    CPU time is steadier than wall time on a busy machine."""
+    CPU time is steadier than wall time on a busy machine. Only for a database on this machine
+    (it reads /proc); otherwise the figure is left out."""
 
     def __init__(self, url: str) -> None:
         import re
@@ -93,7 +94,7 @@ class DbCpu:
         self._backend = re.compile(rf"^postgres: (\S+: )?\S+ {re.escape(name)} ")
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
-        self.seconds = 0.0
+        self.seconds: float | None = 0.0
 
     def _sample(self, first: bool = False) -> None:
         import psutil
@@ -127,7 +128,14 @@ class DbCpu:
         self._stop.set()
         self._thread.join()
         self._sample()
-        self.seconds = sum(used - self._first[pid] for pid, used in self._last.items())
+        # None when no backend was seen: the database runs on another machine (or in a
+        # container whose processes this one cannot read), so there is nothing to report
+        self.seconds = (sum(used - self._first[pid] for pid, used in self._last.items())
+                        if self._last else None)
+
+    def per_job(self, jobs: int) -> float | None:
+        """Microseconds of database CPU per job, or None (see __exit__)."""
+        return None if self.seconds is None else self.seconds / jobs * 1e6
 
 
 def peer_pickup_floor(args) -> dict:
@@ -231,7 +239,7 @@ def peer_native(args) -> dict:
             wait_until(lambda: db.execute(
                 "SELECT count(*) FROM start_all.jobs WHERE status = 'SUCCESS'"
             ).fetchone()[0] >= args.n, 300, "native drain", every=0.2)
-        out[f"db_cpu_{concurrency}"] = meter.seconds / args.n * 1e6
+        out[f"db_cpu_{concurrency}"] = meter.per_job(args.n)
         span = db.execute(
             "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM start_all.jobs"
         ).fetchone()[0]
@@ -360,7 +368,7 @@ def peer_pgqueuer(args) -> dict:
                          for _ in range(concurrency)]
                 parts = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1])
                          for p in procs]
-            out[f"db_cpu_{concurrency}"] = meter.seconds / args.n * 1e6
+            out[f"db_cpu_{concurrency}"] = meter.per_job(args.n)
             parts = [p for p in parts if p["count"]]
             done = sum(p["count"] for p in parts)
             span = max(p["last"] for p in parts) - min(p["first"] for p in parts)
@@ -451,7 +459,7 @@ def peer_graphile(args) -> dict:
         out.setdefault("enqueue_batch", rate)
         with DbCpu(args.db) as meter:
             seen = _graphile(args.db, "drain", args.n, concurrency)
-        out[f"db_cpu_{concurrency}"] = meter.seconds / args.n * 1e6
+        out[f"db_cpu_{concurrency}"] = meter.per_job(args.n)
         out[f"tput_{concurrency}"] = seen["count"] / (seen["last"] - seen["first"])
     clear()
     out.update(latency_summary(_graphile(args.db, "latency", args.samples)["samples"]))
@@ -866,9 +874,9 @@ def versus_baseline(results: dict[str, dict]) -> list[str]:
                          ("enqueue_batch", "enqueue batched"), ("tput_1", "1 worker"),
                          ("tput_4", "4 workers"), ("db_cpu_1", "database CPU per job"),
                          ("p50", "pickup p50"), ("rss", "idle RSS")):
-        a = statistics.median(r[field] for r in mine)
-        b = statistics.median(r[field] for r in theirs)
-        parts.append(f"{label} {a / b:.2f}x")
+        a, b = median_of(mine, field), median_of(theirs, field)
+        if a is not None and b:
+            parts.append(f"{label} {a / b:.2f}x")
     return [f"native vs baseline, medians of {len(mine)} and {len(theirs)} run(s) (>1: this "
             f"checkout's figure is higher): " + ", ".join(parts)]
 
