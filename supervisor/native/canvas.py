@@ -13,7 +13,6 @@ from typing import Any
 
 from supervisor.native import serial, stamping
 from supervisor.native.current import current_app
-from supervisor.native.job import new_id
 from supervisor.native.result import AsyncResult, GroupResult
 from supervisor.native.stamping import StampingVisitor
 
@@ -157,8 +156,7 @@ class Signature(dict):
         """Fix the task id now (the result can be handed out before sending)."""
         if _id is not None:
             self.options["task_id"] = _id
-        if "task_id" not in self.options:
-            self.options["task_id"] = new_id()
+        self.options.setdefault("task_id", str(uuid.uuid4()))
         return AsyncResult(self.id, app=self.app, task_name=self.name)
 
     # --- sending and calling ------------------------------------------------------------

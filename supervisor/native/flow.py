@@ -35,7 +35,7 @@ from supervisor.native.canvas import (
     maybe_signature,
 )
 from supervisor.native.exceptions import ChordError, Ignore, ImproperlyConfigured
-from supervisor.native.job import Job, JobBatch, new_id, new_ids
+from supervisor.native.job import Job, JobBatch, new_ids
 from supervisor.native.result import AsyncResult, GroupResult
 from supervisor.native.serial import (
     dumps_call,
@@ -132,7 +132,7 @@ class Plan:
               parent_id: str | None, root_id: str | None) -> None:
         options = dict(sig.options)
         call_args = list(sig.args) if sig.immutable else [*args, *sig.args]
-        task_id = options.pop("task_id", None) or new_id()
+        task_id = options.pop("task_id", None) or str(uuid.uuid4())
         flow: dict[str, Any] = {"root_id": root_id or task_id}
         if parent_id:
             flow["parent_id"] = parent_id
@@ -351,9 +351,9 @@ def _send_plain_group(sig: group) -> GroupResult:
         options = member["options"]
         if options:
             options = dict(options)
-            task_id = options.pop("task_id", None) or new_id()
+            task_id = options.pop("task_id", None) or str(uuid.uuid4())
         else:
-            task_id = new_id()
+            task_id = str(uuid.uuid4())
         if options:
             job = member.type.build_job(member.args, member.kwargs, task_id=task_id,
                                         flow={"group_id": group_id}, **options)

@@ -6,6 +6,7 @@ import inspect
 import random
 import threading
 import traceback as tb_module
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from supervisor.native.exceptions import (
     Retry,
 )
 from supervisor.native.flow import replacement
-from supervisor.native.job import Job, new_id
+from supervisor.native.job import Job
 from supervisor.native.result import AsyncResult, EagerResult
 from supervisor.native.serial import dumps, dumps_call
 
@@ -324,7 +325,7 @@ class Task:
         if priority is None:
             priority = self.priority if self.priority is not None else conf.task_default_priority
         return Job(
-            task_id=str(task_id or new_id()),
+            task_id=str(task_id or uuid.uuid4()),
             name=self.name,
             queue=queue or _routed_queue(conf.get("task_routes"), self.name) or self.queue
             or conf.task_default_queue,
@@ -365,7 +366,7 @@ class Task:
     def apply(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
               retries: int = 0, throw: bool | None = None, **_options: Any) -> EagerResult:
         """Run in this process now; retries run at once (countdowns are not waited for)."""
-        task_id = str(task_id or new_id())
+        task_id = str(task_id or uuid.uuid4())
         args, kwargs = list(args or ()), dict(kwargs or {})
         propagate = self.app.conf.task_eager_propagates if throw is None else throw
         outer = getattr(self._local, "stack", None)
