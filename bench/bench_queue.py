@@ -30,16 +30,19 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 from benchkit import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,22 +86,20 @@ class DbCpu:
     that exits keeps what was last seen of it; one born meanwhile counts from zero. The
     server's shared processes (WAL writer, checkpointer) are left out: the same for every
     peer. What a drain costs the database is what a shared free-tier PostgreSQL pays, and
-    CPU time is steadier than wall time on a busy machine. Only for a database on this machine
-    (it reads /proc); otherwise the figure is left out."""
+    CPU time is steadier than wall time on a busy machine. The bench's own queries on that
+    database count too (native's completion count, graphile-worker's empty-table check): a few
+    ms per drain. Only for a database on this machine (it reads /proc); otherwise the figure
+    is left out."""
 
     def __init__(self, url: str) -> None:
-        import re
-
         name = urlsplit(url).path.lstrip("/")
         # "postgres: [cluster_name: ]user database host(port) state"
         self._backend = re.compile(rf"^postgres: (\S+: )?\S+ {re.escape(name)} ")
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
-        self.seconds: float | None = 0.0
+        self.seconds: float | None = None  # set on exit
 
     def _sample(self, first: bool = False) -> None:
-        import psutil
-
         for proc in psutil.process_iter(["cmdline"]):
             try:
                 line = " ".join(proc.info["cmdline"] or ())
@@ -116,8 +117,6 @@ class DbCpu:
             self._sample()
 
     def __enter__(self) -> DbCpu:
-        import threading
-
         self._sample(first=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -139,11 +138,11 @@ class DbCpu:
 
 
 def peer_pickup_floor(args) -> dict:
-    """The floor of a LISTEN/NOTIFY pickup on this machine, without any queue's code: one
-    process, bare psycopg, a one-index table. An INSERT + pg_notify commits on one connection,
-    the LISTEN connection wakes, a third connection claims the row (UPDATE ... FOR UPDATE SKIP
-    LOCKED ... RETURNING), as every peer's pickup must; sampled like the others (10 ms idle
-    between jobs). A queue's pickup can only come close to this from above."""
+    """The floor of a pickup that claims after its notification, on this machine, without any
+    queue's code: one process, bare psycopg, a one-index table. An INSERT + pg_notify commits
+    on one connection, the LISTEN connection wakes, a third connection claims the row (UPDATE
+    ... FOR UPDATE SKIP LOCKED ... RETURNING), as native and every peer here do; sampled like
+    the others (10 ms idle between jobs). Such a queue's pickup is this plus its own code."""
     import select
 
     import psycopg
@@ -910,8 +909,8 @@ def goals(results: dict[str, dict]) -> list[str]:
     if counts["graphile-worker"]:
         lines.append(f"  drain vs graphile-worker (tuned): {ratio('tput_1', 'graphile-worker')} "
                      f"with 1 worker (goal >= 1.2x), {ratio('tput_4', 'graphile-worker')} with "
-                     f"4; database CPU per job {ratio('db_cpu_1', 'graphile-worker')} of its "
-                     "(1 worker, lower is better)")
+                     f"4; database CPU per job {ratio('db_cpu_1', 'graphile-worker')} "
+                     "graphile-worker's (1 worker, lower is better)")
     if counts["pgqueuer-asyncpg"]:
         lines.append(f"  drain vs pgqueuer-asyncpg: {ratio('tput_1', 'pgqueuer-asyncpg')} with 1 "
                      f"worker (goal >= 2x); batched enqueue "
