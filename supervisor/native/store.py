@@ -86,6 +86,43 @@ ENQUEUE_BATCH = _ENQUEUE_BATCH.replace("    -- (conflict)\n", "")
 ENQUEUE_BATCH_AGAIN = _ENQUEUE_BATCH.replace("-- (conflict)", "ON CONFLICT (task_id) DO NOTHING")
 
 
+# One call whose id was made for it (Job.fresh: what .delay() sends): a plain INSERT, with no
+# JSON rows and no upsert. Its NOTIFY names the new row when it is due at once (the queue, then
+# ID_MARK, then the row's id): an idle worker claims that row by its primary key (CLAIM_IDS),
+# without walking the queue's index or asking when the next delayed job is due, on the pickup
+# path. A worker older than this compares the whole payload with its queue names: it skips
+# such a notification and finds the job at its next poll (native_poll_interval).
+ID_MARK = "\x1f"
+_ENQUEUE_ONE = """
+WITH ins AS (
+    INSERT INTO start_all.jobs (task_id, name, queue, priority, args, kwargs, options,
+                                run_at, expires_at, ignore_result, retries)
+    VALUES (%(task_id)s, %(name)s, %(queue)s, %(priority)s, %(args)s::jsonb,
+            %(kwargs)s::jsonb, %(options)s::jsonb,
+            coalesce(%(eta)s::timestamptz,
+                     now() + make_interval(secs => coalesce(%(countdown)s::float8, 0))),
+            coalesce(%(expires_at)s::timestamptz,
+                     now() + make_interval(secs => %(expires_in)s::float8)),
+            %(ignore_result)s, %(retries)s)
+    -- (conflict)
+    RETURNING id, queue, run_at <= now() AS due
+)
+SELECT pg_notify('start_all_jobs', CASE WHEN due THEN queue || chr(31) || id ELSE queue END)
+FROM ins
+"""
+ENQUEUE_ONE = _ENQUEUE_ONE.replace("    -- (conflict)\n", "")
+ENQUEUE_ONE_AGAIN = _ENQUEUE_ONE.replace("-- (conflict)", "ON CONFLICT (task_id) DO NOTHING")
+
+
+def one_params(job: Job) -> dict:
+    """ENQUEUE_ONE's parameters."""
+    return {"task_id": job.task_id, "name": job.name, "queue": job.queue,
+            "priority": job.priority, "args": job.args, "kwargs": job.kwargs,
+            "options": job.options, "eta": job.eta, "countdown": job.countdown,
+            "expires_at": job.expires_at, "expires_in": job.expires_in,
+            "ignore_result": bool(job.ignore_result), "retries": job.retries or 0}
+
+
 def batch_params(batch: JobBatch) -> dict:
     t = batch.template
     return {"name": t.name, "queue": t.queue, "priority": t.priority, "options": t.options,
@@ -116,6 +153,19 @@ RETURNING j.id, j.task_id, j.name, j.queue, j.priority,
           extract(epoch FROM j.expires_at - now())::float8 AS expires_left,
           j.orphaned > 0 AS strict, extract(epoch FROM j.run_at)::float8 AS run_at
 """
+
+# The rows that notifications named (see ENQUEUE_ONE), claimed by primary key, with the same
+# conditions and the same answer as CLAIM.
+_SCAN = """    WHERE status IN ('PENDING', 'RETRY') AND queue = ANY(%(queues)s) AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+"""
+_BY_ID = """    WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('PENDING', 'RETRY')
+      AND queue = ANY(%(queues)s) AND run_at <= now()
+"""
+CLAIM_IDS = CLAIM.replace(_SCAN, _BY_ID)
+if CLAIM_IDS == CLAIM:
+    raise ImportError("store: CLAIM's scan was rewritten; update CLAIM_IDS")
 
 # The claim of an idle worker (its last claim came back short) also answers when the next
 # delayed job is due, in one more row (id NULL, the seconds in the last column) when it claims
@@ -507,10 +557,13 @@ class PgStore(BackendMeta):  # get_task_meta, get_state (result.py)
         from supervisor.native import dispatch, transactions
 
         dispatch.publishing(jobs)
-        params = job_params(jobs)
-        if transactions.deferred(self, ENQUEUE, params):
+        if len(jobs) == 1 and jobs[0].fresh:
+            statement, params, again = ENQUEUE_ONE, one_params(jobs[0]), ENQUEUE_ONE_AGAIN
+        else:
+            statement, params, again = ENQUEUE, job_params(jobs), None
+        if transactions.deferred(self, again or statement, params):
             return
-        self.execute(ENQUEUE, params)
+        self.execute(statement, params, again=again)
         dispatch.publishing(jobs, after=True)
 
     def enqueue_batch(self, batch: JobBatch) -> None:
@@ -752,6 +805,10 @@ class PgWorkerDb:
             claimed = self.conn.execute(ratelimit.exclude_limited(statement), claim)
             limited = self.conn.execute(ratelimit.CLAIM_LIMITED, claim)
         return claimed.fetchall() + limited.fetchall()
+
+    def claim_ids(self, claim: dict) -> list:
+        """CLAIM_IDS: the rows `claim["ids"]` names, those still waiting and due."""
+        return self.conn.execute(CLAIM_IDS, claim).fetchall()
 
     def finish_flow(self, finish: list[list], hook: Any) -> int:
         """Finish jobs that are part of a workflow: the finish and what follows it (canvas

@@ -342,6 +342,7 @@ class Task:
             ),
             ignore_result=bool(self._ignores_result(ignore_result)),
             retries=int(retries),
+            fresh=not task_id,
         )
 
     def _ignores_result(self, override: bool | None = None) -> bool:

@@ -326,6 +326,11 @@ class Worker:
         self.processed += len(batch)
         if batch:
             self.learn_runtime(batch)
+        self._hold(rows, token)
+        return len(rows)
+
+    def _hold(self, rows: list, token: uuid.UUID) -> None:
+        """Take the claimed rows: held under `token`, queued for the executor threads."""
         ready = []
         for row in rows:
             job = Held(row, token)
@@ -339,7 +344,23 @@ class Worker:
             # higher priority first, then the order the queue had them in
             ready.append((-job.priority, row[-1], next(self.seq), job))
         self.ready.put_many(ready)
-        return len(rows)
+
+    def _claim_named(self, ids: list[int]) -> bool:
+        """Claim the rows that notifications named (store.ENQUEUE_ONE) by primary key: the
+        pickup of a job sent while this worker waited. Rows past the free slots are left to
+        the usual claim: True when some were."""
+        free = self.capacity - len(self.held)
+        if free <= 0:
+            return True
+        token = uuid.uuid4()
+        try:
+            rows = self.db.claim_ids({"ids": ids[:free], "queues": self.queues, "token": token,
+                                      "worker": self.id, "lease": self.lease})
+        except Exception:
+            self.claim_in_doubt = token  # it may have committed: returned on reconnect
+            raise
+        self._hold(rows, token)
+        return len(ids) > free
 
     def _start_strict(self) -> None:
         """Jobs held by a worker that died may have been running when it died: each runs
@@ -517,19 +538,26 @@ class Worker:
         except BlockingIOError:
             pass
 
-    def _notifications(self) -> bool:
-        """Read pending NOTIFYs; True when new jobs may be waiting."""
+    def _notifications(self) -> tuple[bool, list[int]]:
+        """Read pending NOTIFYs: whether jobs no notification named may be waiting, and the
+        rows notifications named (due jobs sent one by one, see store.ENQUEUE_ONE)."""
         jobs = control_asked = False
+        named: list[int] = []
         for channel, payload in self.db.notifications():
             if channel == sql.NOTIFY_JOBS:
-                jobs = jobs or payload in self.queues
+                queue_name, _, row = payload.partition(sql.ID_MARK)
+                if queue_name in self.queues:
+                    if row.isdigit():
+                        named.append(int(row))
+                    else:
+                        jobs = True
             elif channel == sql.NOTIFY_CONTROL:
                 control_asked = True
             elif payload in self.by_task_id:
                 self._revoke_local(payload, self.db.revoke_mode(payload) or "revoke")
         if control_asked:  # inspect() is waiting for a fresh state
             self.db.publish_state(self.id, control.worker_state(self))
-        return jobs
+        return jobs, named
 
     def _begin_stop(self) -> None:
         log.info("native: stopping: no new claims, finishing running tasks (budget %.1fs)",
@@ -691,8 +719,18 @@ class Worker:
                     continue
                 if self.wake_r in readable:
                     self._drain_wake()
-                if self.online and self._notifications():
-                    maybe_more = True
+                if self.online:
+                    unnamed, named = self._notifications()
+                    if unnamed:
+                        maybe_more = True
+                    if named:
+                        # idle (nothing known to wait, nothing to write): claim just those
+                        # rows now; otherwise the usual claim takes them with the rest
+                        if (maybe_more or self.done or self.limits or self.to_mark
+                                or self.stop_requests or stop_deadline is not None):
+                            maybe_more = True
+                        else:
+                            maybe_more = self._claim_named(named)
                 if due_in <= timeout:
                     maybe_more = True
                     due_at = float("inf")

@@ -63,6 +63,66 @@ def test_idle_worker_starts_a_delayed_job_when_due(qapp, db, start_worker, queue
     assert 1.4 <= started - sent < 6  # a poll would have taken 30 s
 
 
+def test_a_call_due_now_is_named_in_its_notification(qapp, db):
+    """.delay() names its row in the NOTIFY (queue, \\x1f, row id): an idle worker claims that
+    row by its primary key. A delayed call, or one with the caller's own id, names none."""
+    db.execute("LISTEN start_all_jobs")
+    now = qapp.add.delay(1, 1)
+    later = qapp.add.apply_async((1, 2), countdown=30)
+    own = qapp.add.apply_async((1, 3), task_id="callers-own-id")
+    payloads = [n.payload for n in db.notifies(timeout=5, stop_after=3)]
+    assert payloads == [f"celery\x1f{job_row(db, now.id)['id']}", "celery", "celery"]
+    assert job_row(db, later.id)["status"] == job_row(db, own.id)["status"] == "PENDING"
+
+
+def test_idle_worker_keeps_its_due_time_across_a_named_pickup(qapp, db, start_worker):
+    """A job picked up by its row id (no due time asked) must not make the worker forget the
+    delayed job it already knew of: with no poll to fall back on (30 s), that one still starts
+    at its countdown."""
+    start_worker("-c", "1", env={"NATIVE_TEST_POLL": "30"})
+    assert qapp.add.delay(1, 1).get(timeout=10) == 2  # idle now
+    sent = time.time()
+    later = qapp.add.apply_async(args=[3, 3], countdown=1.5)
+    time.sleep(0.2)  # the worker has claimed around it and knows when it is due
+    assert qapp.add.delay(2, 2).get(timeout=10) == 4  # named: claimed by id
+    assert later.get(timeout=10) == 6
+    started = job_row(db, later.id)["started_at"].timestamp()
+    assert 1.4 <= started - sent < 6  # a poll would have taken 30 s
+
+
+def test_notifications_naming_rows_not_waiting_change_nothing(qapp, db, start_worker, tmp_path):
+    """A NOTIFY naming a row that is gone, finished, or not a number at all: the worker stays
+    up, runs nothing twice, and still picks up what comes next."""
+    marks = str(tmp_path / "m")
+    worker = start_worker("-c", "2")
+    done = qapp.mark.delay("first", marks)
+    done.get(timeout=10)
+    finished_id = job_row(db, done.id)["id"]
+    for payload in (f"celery\x1f{finished_id}", "celery\x1f999999999", "celery\x1fnot-a-row",
+                    "other\x1f1"):
+        db.execute("SELECT pg_notify('start_all_jobs', %s)", (payload,))
+    assert qapp.mark.delay("second", marks).get(timeout=10) == "second"
+    assert [line.split()[0] for line in lines(tmp_path / "m")] == ["first", "second"]
+    assert worker.proc.poll() is None
+
+
+def test_two_idle_workers_race_for_named_rows_and_each_job_runs_once(qapp, db, start_worker,
+                                                                       tmp_path):
+    """Both idle workers are woken by every .delay() and both claim the named row: one gets
+    it (FOR UPDATE SKIP LOCKED), the other nothing."""
+    marks = tmp_path / "once"
+    start_worker("-c", "2")
+    start_worker("-c", "2")
+    results = []
+    for i in range(150):
+        results.append(qapp.mark.delay(f"job{i}", str(marks)))
+        time.sleep(0.002)  # mostly idle between sends: the named path, not the usual claim
+    assert [r.get(timeout=20) for r in results] == [f"job{i}" for i in range(150)]
+    counts = Counter(line.split()[0] for line in lines(marks))
+    assert len(counts) == 150 and set(counts.values()) == {1}
+    assert len({line.split()[1] for line in lines(marks)}) == 2, "both workers took jobs"
+
+
 def test_named_queues(qapp, db, start_worker, tmp_path):
     start_worker("-c", "1", "-Q", "slow")
     fast = qapp.add.apply_async(args=[1, 1])  # default queue "celery": nobody listens
