@@ -8,7 +8,9 @@ from typing import Any
 
 
 class Job:
-    """One row to insert: the JSON is already encoded, timing is left to the database clock."""
+    """One row to insert: the JSON is already encoded, timing is left to the database clock.
+    `fresh`: task_id was generated for this call (no row can hold it yet), so the enqueue needs
+    no upsert; a caller's own id may name a finished row to queue again."""
 
     __slots__ = ("task_id", "name", "queue", "priority", "args", "kwargs", "options", "eta",
                  "countdown", "expires_at", "expires_in", "ignore_result", "retries", "fresh")
@@ -16,8 +18,6 @@ class Job:
     def __init__(self, **fields: Any) -> None:
         for slot in self.__slots__:
             setattr(self, slot, fields.get(slot))
-        # fresh: task_id was generated for this call (no row can hold it yet), so the
-        # enqueue needs no upsert; a caller's own id may name a finished row to queue again
 
 
 # The rows of an enqueue as one JSON parameter (see rows_param): `FROM (JSON_ROWS) AS r`.
