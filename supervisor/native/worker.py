@@ -426,15 +426,21 @@ class Worker:
         log.info("native: returned %d job(s) to the queue", released)
 
     def _heartbeat(self) -> None:
+        # Each statement holds the loop for its round trip (the reap up to ~30 ms under
+        # load), and a result not yet written makes its task run again after a SIGKILL: so
+        # what finished before or during one statement is written before the next.
+        self._flush()
         tokens = list({j.token for j in self.held.values()})
         if tokens:
             for _id, task_id, revoke in self.db.renew(self.lease, tokens):
                 if revoke:
                     self._revoke_local(task_id, revoke)
+            self._flush()
         if time.monotonic() >= self.reap_after:
             reaped = self.db.reap(int(self.app.conf.native_max_recoveries))
             for _id, task_id, status in reaped:
                 log.warning("native: lease of %s expired: now %s", task_id, status)
+            self._flush()
         self.db.heartbeat((
             self.id, self.hostname, os.getpid(), self.queues, self.concurrency,
             len(self.running), self.processed,
@@ -462,6 +468,7 @@ class Worker:
                 log.info("native: beat %s fired %s (%s)", entry.name, entry.task, job.task_id)
 
     def _prune(self) -> None:
+        self._flush()  # a long DELETE must not hold back finished results (see _heartbeat)
         ok, bad = self._prune_rows()
         if ok or bad:
             log.info("native: retention pruned %d succeeded and %d failed/revoked row(s)", ok, bad)

@@ -17,6 +17,10 @@ def starts(path) -> Counter:
     return Counter(line.split()[1] for line in lines(path) if line.startswith("start"))
 
 
+def ended(path) -> set[str]:
+    return {line.split()[1] for line in lines(path) if line.startswith("end")}
+
+
 def test_sigkill_reruns_only_what_was_executing(qapp, db, start_worker, tmp_path):
     marks, quick_marks = tmp_path / "long", tmp_path / "quick"
     # c=1, by priority: five quick ones run and are written, then the long one runs while the
@@ -70,3 +74,45 @@ def test_a_job_that_ran_at_a_kill_runs_next_with_a_start_mark(qapp, db, start_wo
     assert (row["recoveries"], row["orphaned"], row["attempt_started"]) == (1, 1, False)
     reaper.signal(signal.SIGTERM)
     assert reaper.wait(20) == 0
+
+
+def test_a_result_is_not_held_back_behind_the_heartbeat(qapp, db, pg_url, start_worker,
+                                                        tmp_path):
+    """A task that ends while the heartbeat's statements hold the loop must be written before
+    the next of them: a result left unwritten makes its task run again after a SIGKILL. The
+    heartbeat is held for real, with row locks: the renew waits on the long job's row, the
+    worker-row upsert after it on the worker's row."""
+    import psycopg
+
+    marks = tmp_path / "m"
+    worker = start_worker("-c", "2")
+    long = qapp.hold.delay("long", str(marks), 60.0)
+    short = qapp.hold.delay("short", str(marks), 3.0)
+    wait_for(lambda: {"long", "short"} <= set(starts(marks)), 20, "both started")
+    jobs_lock = psycopg.connect(pg_url)
+    worker_lock = psycopg.connect(pg_url)
+    try:
+        worker_lock.execute("SELECT 1 FROM start_all.workers WHERE pid = %s FOR UPDATE",
+                            (worker.proc.pid,)).fetchone()
+        jobs_lock.execute("SELECT 1 FROM start_all.jobs WHERE task_id = %s FOR UPDATE",
+                          (long.id,)).fetchone()
+
+        def renew_waits() -> bool:
+            return db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE '%%SET lease_until = now()%%'"
+            ).fetchone()[0] == 1
+
+        wait_for(renew_waits, 10, "the heartbeat's renew waiting on the long job's row")
+        assert not ended(marks), "precondition: the short task ended before the renew"
+        wait_for(lambda: ended(marks) == {"short"}, 10, "the short task's end")
+        assert job_row(db, short.id)["status"] == "RESERVED"  # its result waits for the loop
+        jobs_lock.rollback()  # the renew goes through; the worker-row upsert now waits
+        wait_for(lambda: job_row(db, short.id)["status"] == "SUCCESS", 10,
+                 "the short result written while the heartbeat still waits")
+        assert job_row(db, long.id)["status"] == "RESERVED"
+    finally:
+        jobs_lock.close()
+        worker_lock.close()
+    assert short.get(timeout=10) == "short"
+    assert starts(marks) == Counter({"long": 1, "short": 1})
