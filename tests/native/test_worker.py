@@ -79,11 +79,28 @@ def test_idle_worker_keeps_its_due_time_across_a_named_pickup(qapp, db, start_wo
     """A job picked up by its row id (no due time asked) must not make the worker forget the
     delayed job it already knew of: with no poll to fall back on (30 s), that one still starts
     at its countdown."""
-    start_worker("-c", "1", env={"NATIVE_TEST_POLL": "30"})
-    assert qapp.add.delay(1, 1).get(timeout=10) == 2  # idle now
+    # a long heartbeat: the worker's only statements during the test are its claims
+    start_worker("-c", "1", env={"NATIVE_TEST_POLL": "30", "NATIVE_TEST_HEARTBEAT": "10",
+                                 "NATIVE_TEST_LEASE": "30"})
+    assert qapp.add.delay(1, 1).get(timeout=10) == 2
+
+    def worker_idle() -> bool:  # its claim after that finish has returned too
+        return db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state = 'active'").fetchone()[0] == 0
+
+    wait_for(worker_idle, 10, "the worker idle")
     sent = time.time()
+    since = db.execute("SELECT now()").fetchone()[0]
     later = qapp.add.apply_async(args=[3, 3], countdown=1.5)
-    time.sleep(0.2)  # the worker has claimed around it and knows when it is due
+
+    def claimed_asking_when_due() -> bool:  # CLAIM_DUE's extra row: the next due time
+        return db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state = 'idle' AND state_change > %s "
+            "AND query LIKE %s", (since, "%UNION ALL%")).fetchone()[0] > 0
+
+    wait_for(claimed_asking_when_due, 10, "the worker's claim that learns when it is due")
     assert qapp.add.delay(2, 2).get(timeout=10) == 4  # named: claimed by id
     assert later.get(timeout=10) == 6
     started = job_row(db, later.id)["started_at"].timestamp()
