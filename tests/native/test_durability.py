@@ -92,10 +92,11 @@ def test_a_result_is_not_held_back_behind_the_heartbeat(qapp, db, pg_url, start_
     jobs_lock = psycopg.connect(pg_url)
     worker_lock = psycopg.connect(pg_url)
     try:
-        worker_lock.execute("SELECT 1 FROM start_all.workers WHERE pid = %s FOR UPDATE",
-                            (worker.proc.pid,)).fetchone()
-        jobs_lock.execute("SELECT 1 FROM start_all.jobs WHERE task_id = %s FOR UPDATE",
-                          (long.id,)).fetchone()
+        # both rows must exist, or nothing would wait and the test would prove nothing
+        assert worker_lock.execute("SELECT 1 FROM start_all.workers WHERE pid = %s FOR UPDATE",
+                                   (worker.proc.pid,)).fetchone()
+        assert jobs_lock.execute("SELECT 1 FROM start_all.jobs WHERE task_id = %s FOR UPDATE",
+                                 (long.id,)).fetchone()
 
         def renew_waits() -> bool:
             return db.execute(
