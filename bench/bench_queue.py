@@ -890,13 +890,17 @@ def median_of(runs: list[dict], field: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def pair_ratios(mine: list[dict], theirs: list[dict], field: str) -> list[float]:
-    """The k-th run of one peer against the k-th of the other (alternating runs): the spread
-    that a median hides."""
-    # strict=False: one peer may have run once more (or failed once)
-    return [a[field] / b[field] for a, b in zip(mine, theirs, strict=False)
-            if isinstance(a.get(field), (int, float)) and isinstance(b.get(field), (int, float))
-            and b[field]]
+def pair_ratios(results: dict[str, dict], mine: str, theirs: str, field: str) -> list[float]:
+    """Run "mine #k" against run "theirs #k" (alternating runs), where both worked: the
+    spread that a median hides."""
+    ratios = []
+    for key, a in results.items():
+        name, sep, k = key.partition(" #")
+        b = results.get(theirs + sep + k) if name == mine else None
+        if b and isinstance(a.get(field), (int, float)) and isinstance(b.get(field), (int, float)) \
+                and b[field]:
+            ratios.append(a[field] / b[field])
+    return ratios
 
 
 def goals(results: dict[str, dict]) -> list[str]:
@@ -920,7 +924,7 @@ def goals(results: dict[str, dict]) -> list[str]:
                      f"with 1 worker (goal >= 1.2x), {ratio('tput_4', 'graphile-worker')} with "
                      f"4; database CPU per job {ratio('db_cpu_1', 'graphile-worker')} "
                      "graphile-worker's (1 worker, lower is better)")
-        pairs = pair_ratios(native, runs_of(results, "graphile-worker"), "tput_1")
+        pairs = pair_ratios(results, "native", "graphile-worker", "tput_1")
         if len(pairs) > 1:
             lines.append("    1 worker, run by run (native #k / graphile-worker #k): "
                          + ", ".join(f"{r:.2f}x" for r in pairs))
