@@ -135,11 +135,20 @@ def batch_params(batch: JobBatch) -> dict:
 
 # The subquery walks jobs_waiting in order and stops at the limit; `= ANY(ARRAY(...))` keeps
 # the planner on the primary key for the update (a join would scan the table to hash it).
+# A claim commits without waiting for its WAL flush: set_config(..., true) turns
+# synchronous_commit off for the statement's own transaction only (one round trip, and it
+# holds through a transaction pooler). That is one fsync less on every pickup (0.3-0.4 ms
+# here). The claim is visible to every worker at once, as any commit; only a crash of the
+# database server can undo it, and only until the next flushed commit of anyone (usually the
+# job's own result; the WAL writer flushes it within 3 x wal_writer_delay, 600 ms by default).
+# An undone claim leaves the job waiting: it runs again, nothing is lost. Results, starts and
+# enqueues are flushed before they count.
 CLAIM = """
 UPDATE start_all.jobs AS j
 SET status = 'RESERVED', lease_token = %(token)s, worker = %(worker)s, started_at = now(),
     lease_until = now() + make_interval(secs => %(lease)s)
-WHERE j.id = ANY(ARRAY(
+WHERE (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
+  AND j.id = ANY(ARRAY(
     SELECT id FROM start_all.jobs
     WHERE status IN ('PENDING', 'RETRY') AND queue = ANY(%(queues)s) AND run_at <= now()
     ORDER BY priority DESC, run_at, id

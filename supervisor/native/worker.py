@@ -192,6 +192,7 @@ class Worker:
         self.reap_after = 0.0
         self.online_since = 0.0
         self.claim_in_doubt: uuid.UUID | None = None  # a claim whose answer was lost
+        self.finish_in_doubt: set[int] = set()  # jobs whose result write lost its answer
         self.busy_since = 0.0  # when the loop's current turn began (0: waiting in select)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -308,12 +309,14 @@ class Worker:
                 self.last_claimed, self.last_limit = len(rows), limit
         except Exception:
             self.done.extendleft(reversed(batch))  # kept for the next attempt (still fenced)
+            self.finish_in_doubt.update(o.job.id for o in batch)  # it may have committed
             if limit > 0:
                 self.claim_in_doubt = token  # it may have committed: returned on reconnect
             raise
         if written < len(batch):
-            log.warning("native: %d finished job(s) were no longer ours (lease lost): "
-                        "their results were discarded", len(batch) - written)
+            self._report_unwritten(batch, len(batch) - written)
+        if self.finish_in_doubt:
+            self.finish_in_doubt.difference_update(o.job.id for o in batch)
         for o in batch:
             self.held.pop(o.job.id, None)
             self.by_task_id.pop(o.job.task_id, None)
@@ -328,6 +331,18 @@ class Worker:
             self.learn_runtime(batch)
         self._hold(rows, token)
         return len(rows)
+
+    def _report_unwritten(self, batch: list[Outcome], unwritten: int) -> None:
+        """Results the fence refused. After a write whose answer was lost (the connection
+        dropped), the fence also refuses what that write had already stored: not a loss."""
+        doubtful = min(unwritten, sum(o.job.id in self.finish_in_doubt for o in batch))
+        if unwritten > doubtful:
+            log.warning("native: %d finished job(s) were no longer ours (lease lost): "
+                        "their results were discarded", unwritten - doubtful)
+        if doubtful:
+            log.warning("native: %d result(s) not written again: the attempt cut off with the "
+                        "connection had stored them, or their lease ran out meanwhile (then "
+                        "the job runs again)", doubtful)
 
     def _hold(self, rows: list, token: uuid.UUID) -> None:
         """Take the claimed rows: held under `token`, queued for the executor threads."""

@@ -183,6 +183,34 @@ def cluster_url(outage_cluster):
     outage_cluster.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def oapp(cluster_url, monkeypatch):
+    """The tasks module pointed at the private cluster, schema in place."""
+    import psycopg
+
+    monkeypatch.syspath_prepend(str(APPS))
+    import qtasks
+
+    from supervisor.native import store
+
+    with psycopg.connect(cluster_url, autocommit=True) as conn:
+        store.migrate(conn)
+    qtasks.app.close()
+    before = qtasks.app.conf.broker_url
+    qtasks.app.conf.broker_url = cluster_url
+    qtasks.app.conf.task_always_eager = False
+    yield qtasks
+    qtasks.app.close()
+    qtasks.app.conf.broker_url = before  # later tests' apps must not find the private cluster
+
+
+def rows(url: str, sql: str, params=()) -> list:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 

@@ -9,36 +9,10 @@ import signal
 import sys
 import time
 
-import psycopg
-import pytest
-from conftest import APPS, lines
+from conftest import lines, rows
 
 from tests.conftest import need, wait_for
 from tests.pgcluster import Pgbouncer
-
-
-@pytest.fixture
-def oapp(cluster_url, monkeypatch):
-    """The tasks module pointed at the private cluster, schema in place."""
-    monkeypatch.syspath_prepend(str(APPS))
-    import qtasks
-
-    from supervisor.native import store
-
-    with psycopg.connect(cluster_url, autocommit=True) as conn:
-        store.migrate(conn)
-    qtasks.app.close()
-    before = qtasks.app.conf.broker_url
-    qtasks.app.conf.broker_url = cluster_url
-    qtasks.app.conf.task_always_eager = False
-    yield qtasks
-    qtasks.app.close()
-    qtasks.app.conf.broker_url = before  # later tests' apps must not find the private cluster
-
-
-def rows(url: str, sql: str, params=()) -> list:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def beat_state(path) -> str:
@@ -188,3 +162,4 @@ def test_frozen_database_host(oapp, cluster_url, outage_cluster, start_worker, t
           file=sys.stderr)
     worker.signal(signal.SIGTERM)
     assert worker.wait(20) == 0
+
