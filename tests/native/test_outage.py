@@ -163,3 +163,39 @@ def test_frozen_database_host(oapp, cluster_url, outage_cluster, start_worker, t
     worker.signal(signal.SIGTERM)
     assert worker.wait(20) == 0
 
+
+
+def test_a_result_write_whose_answer_is_lost(qapp, db, start_worker, pg_url, tmp_path):
+    """The connection fails right after the server committed a result write: its answer never
+    arrives (tests/netcut.py drops it and cuts the connection). The worker writes the result
+    again on a new connection and the fence refuses it: the job is not run again, and the
+    worker does not call its result discarded."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from conftest import job_row
+
+    from tests.netcut import CutAfterReply
+
+    server = urlsplit(pg_url)
+    proxy = CutAfterReply(server.hostname, server.port or 5432)
+    netloc = server.netloc.rpartition("@")[0] + f"@127.0.0.1:{proxy.port}"
+    marks = tmp_path / "marks"
+    # nothing but the result write may speak first after arm(): no heartbeat, no poll
+    worker = start_worker("-c", "1", env={
+        "NATIVE_TEST_DB_URL": urlunsplit(server._replace(netloc=netloc)),
+        "NATIVE_TEST_HEARTBEAT": "30", "NATIVE_TEST_LEASE": "90", "NATIVE_TEST_POLL": "30"})
+    try:
+        job = qapp.hold.delay("a", str(marks), 0.5)
+        wait_for(lambda: lines(marks), 10, f"the task started:\n{worker.output}")
+        proxy.arm()
+        assert job.get(timeout=20) == "a"
+        assert proxy.cut.is_set(), "the result write's answer was dropped"
+        wait_for(lambda: "not written again" in worker.output, 10, worker.output)
+        assert "were no longer ours" not in worker.output, worker.output
+        assert job_row(db, job.id)["status"] == "SUCCESS"
+        assert qapp.add.delay(1, 2).get(timeout=10) == 3, "and the worker goes on"
+        assert len(lines(marks)) == 2, "ran once"
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    finally:
+        proxy.close()
