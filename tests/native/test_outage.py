@@ -165,25 +165,49 @@ def test_frozen_database_host(oapp, cluster_url, outage_cluster, start_worker, t
 
 
 
-def test_a_result_write_whose_answer_is_lost(qapp, db, start_worker, pg_url, tmp_path):
-    """The connection fails right after the server committed a result write: its answer never
-    arrives (tests/netcut.py drops it and cuts the connection). The worker writes the result
-    again on a new connection and the fence refuses it: the job is not run again, and the
-    worker does not call its result discarded."""
+def worker_behind_cutter(start_worker, pg_url):
+    """A worker whose connections go through tests/netcut.py, with nothing periodic to say
+    (no heartbeat, no poll for 30 s), so that after arm() the next statement is the test's."""
     from urllib.parse import urlsplit, urlunsplit
-
-    from conftest import job_row
 
     from tests.netcut import CutAfterReply
 
     server = urlsplit(pg_url)
     proxy = CutAfterReply(server.hostname, server.port or 5432)
     netloc = server.netloc.rpartition("@")[0] + f"@127.0.0.1:{proxy.port}"
-    marks = tmp_path / "marks"
-    # nothing but the result write may speak first after arm(): no heartbeat, no poll
     worker = start_worker("-c", "1", env={
         "NATIVE_TEST_DB_URL": urlunsplit(server._replace(netloc=netloc)),
         "NATIVE_TEST_HEARTBEAT": "30", "NATIVE_TEST_LEASE": "90", "NATIVE_TEST_POLL": "30"})
+    return worker, proxy
+
+
+def test_a_claim_whose_answer_is_lost(qapp, db, start_worker, pg_url, tmp_path):
+    """The connection fails right after the server committed a claim: the worker never learns
+    which rows it got. On reconnecting it hands them back by that claim's lease token, so the
+    job runs at once (once), not after its 90 s lease."""
+    worker, proxy = worker_behind_cutter(start_worker, pg_url)
+    marks = tmp_path / "marks"
+    try:
+        proxy.arm()  # the worker is idle: the next thing it says is the claim of this job
+        job = qapp.mark.delay("a", str(marks))
+        assert job.get(timeout=10) == "a"
+        assert proxy.cut.is_set(), "the claim's answer was dropped"
+        assert len(lines(marks)) == 1, "ran once"
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    finally:
+        proxy.close()
+
+
+def test_a_result_write_whose_answer_is_lost(qapp, db, start_worker, pg_url, tmp_path):
+    """The connection fails right after the server committed a result write: its answer never
+    arrives (tests/netcut.py drops it and cuts the connection). The worker writes the result
+    again on a new connection and the fence refuses it: the job is not run again, and the
+    worker does not call its result discarded."""
+    from conftest import job_row
+
+    worker, proxy = worker_behind_cutter(start_worker, pg_url)
+    marks = tmp_path / "marks"
     try:
         job = qapp.hold.delay("a", str(marks), 0.5)
         wait_for(lambda: lines(marks), 10, f"the task started:\n{worker.output}")
