@@ -164,7 +164,6 @@ def test_frozen_database_host(oapp, cluster_url, outage_cluster, start_worker, t
     assert worker.wait(20) == 0
 
 
-
 def worker_behind_cutter(start_worker, pg_url):
     """A worker whose connections go through tests/netcut.py, with nothing periodic to say
     (no heartbeat, no poll for 30 s), so that after arm() the next statement is the test's."""
