@@ -148,7 +148,7 @@ class FlowTx:
         ids = sorted(counts)  # one lock order for every worker: no deadlocks
         rows = self.conn.execute(COUNT_CHORDS, (
             ids, [counts[i][0] for i in ids],
-            [json.dumps(counts[i][1]) if counts[i][1] is not None else None for i in ids],
+            [dumps(counts[i][1]) if counts[i][1] is not None else None for i in ids],
         )).fetchall()
         return [ChordFired(row) for row in rows if row[1]]
 

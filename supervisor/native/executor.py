@@ -197,8 +197,8 @@ def execute(app: Any, job: Held, hostname: str, lock: Any) -> Outcome:
         dispatch.task_retry.send(sender=task, request=task.request, reason=reason, einfo=einfo)
         return Outcome(
             job, RETRY, exception_to_dict(reason), einfo, max(0.0, float(countdown)),
-            json.dumps(list(new_args)) if new_args is not None else None,
-            json.dumps(dict(new_kwargs)) if new_kwargs is not None else None,
+            dumps(list(new_args)) if new_args is not None else None,
+            dumps(dict(new_kwargs)) if new_kwargs is not None else None,
         )
     except Replaced as replaced:
         status = REPLACED

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -432,10 +431,11 @@ class BackendMeta:
         """Write a task's state and result (Celery's backend.store_result), e.g. for a task
         run elsewhere. A task waiting in the queue or held by a worker is refused: its state
         is the worker's to write (overwriting it would take the job away from the queue)."""
-        from supervisor.native.serial import dumps_result, exception_to_dict
+        from supervisor.native.serial import dumps, dumps_result, exception_to_dict, storable_text
 
+        traceback = storable_text(traceback)
         if isinstance(result, BaseException):
-            encoded = json.dumps(exception_to_dict(result))
+            encoded = dumps(exception_to_dict(result))
         else:
             encoded = dumps_result(result)
         name = getattr(request, "task", None) or ""

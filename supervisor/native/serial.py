@@ -3,6 +3,11 @@
 Celery's JSON types (datetime, date, time, UUID, Decimal, bytes) travel in kombu's envelope,
 {"__type__": "datetime", "__value__": "2026-01-01T00:00:00"}, so rows written by either side
 read the same. Plain values never reach the hooks below: they cost nothing.
+
+PostgreSQL's jsonb refuses three things Python's JSON has: a NUL character in a string, a lone
+surrogate, and NaN/Infinity. Values holding them travel in two envelopes of our own ("str":
+the UTF-8 bytes in base64; "float": "nan", "inf" or "-inf"), so they come back exactly as sent
+instead of failing the write (a result the worker could not store held up every other one).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import base64
 import builtins
 import importlib
 import json
+import math
 import uuid
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -37,6 +43,8 @@ def encode_extra(value: Any) -> Any:
         return _envelope("uuid", {"hex": value.hex})
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
+        if b"\x00" in raw:  # jsonb holds no NUL (module docstring)
+            return _envelope("base64", base64.b64encode(raw).decode("ascii"))
         try:
             return _envelope("bytes", raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -58,6 +66,8 @@ _DECODERS = {
     "uuid": lambda v: uuid.UUID(**v) if isinstance(v, dict) else uuid.UUID(v),
     "bytes": lambda v: v.encode("utf-8"),
     "base64": lambda v: base64.b64decode(v.encode("ascii")),
+    "str": lambda v: base64.b64decode(v.encode("ascii")).decode("utf-8", "surrogatepass"),
+    "float": float,
 }
 
 
@@ -69,12 +79,71 @@ def _object_hook(obj: dict) -> Any:
     return obj
 
 
-_ENCODER = json.JSONEncoder(default=encode_extra)  # built once: json.dumps(default=) rebuilds
+# built once: json.dumps(default=) rebuilds; allow_nan=False so that NaN is found, not written
+_ENCODER = json.JSONEncoder(default=encode_extra, allow_nan=False)
 
 
 def dumps(value: Any) -> str:
-    """json.dumps with Celery's extra types."""
-    return _ENCODER.encode(value)
+    """json.dumps with Celery's extra types, as text PostgreSQL's jsonb accepts."""
+    try:
+        text = _ENCODER.encode(value)
+    except ValueError as error:  # NaN or Infinity somewhere (or a circular reference)
+        if "Circular" in str(error):
+            raise
+        return _ENCODER.encode(_storable(value, set()))
+    # a NUL or a surrogate (lone or half of a pair) shows as an escape: look closer; plain
+    # text and astral characters in pairs come back from _storable unchanged
+    if "\\u0000" in text or "\\ud" in text:
+        return _ENCODER.encode(_storable(value, set()))
+    return text
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can hold this string (text and jsonb hold no NUL, no surrogate)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_text(text: str | None) -> str | None:
+    """Free text (a traceback) as PostgreSQL can hold it: NUL and lone surrogates escaped
+    the way repr() shows them. Not reversible; for values use dumps(), which is."""
+    if text is None or storable(text):
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable(value: Any, path: set) -> Any:
+    """The value with what jsonb refuses put in envelopes (see the module docstring)."""
+    if isinstance(value, str):
+        if storable(value):
+            return value
+        return _envelope("str", base64.b64encode(
+            value.encode("utf-8", "surrogatepass")).decode("ascii"))
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _envelope("float", repr(float(value)))
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, (list, tuple, dict)):
+        if id(value) in path:
+            raise ValueError("Circular reference detected")
+        path.add(id(value))
+        try:
+            if isinstance(value, dict):
+                for key in value:
+                    if isinstance(key, str) and not storable(key):
+                        raise ValueError(f"key {key!r} holds a NUL or a lone surrogate")
+                return {key: _storable(item, path) for key, item in value.items()}
+            return [_storable(item, path) for item in value]
+        finally:
+            path.discard(id(value))
+    return _storable(encode_extra(value), path)
 
 
 def loads(text: str | bytes) -> Any:
@@ -101,6 +170,8 @@ def _culprit(value: Any, where: str) -> str | None:
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{where} key {key!r} ({type(key).__name__})"
+            if not storable(key):
+                return f"{where} key {key!r} (PostgreSQL stores no NUL or lone surrogate)"
             found = _culprit(item, f"{where}[{key!r}]")
             if found:
                 return found

@@ -694,6 +694,7 @@ class PgWorkerDb:
         self.explicit_poll_only = poll_only  # asked for: a pooler, so no prepared statements
         self.Error = psycopg.Error
         self.OperationalError = psycopg.OperationalError
+        self.DataError = psycopg.DataError  # a value refused (see Worker._write_singly)
         self.conn: Any = None
         self.listener: Any = None
         self.finisher: Any = None  # the finishes' own connection (see exchange)

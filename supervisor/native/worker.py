@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import os
 import queue
@@ -33,6 +32,7 @@ from supervisor.native.canvas import FLOW_KEYS
 from supervisor.native.cron import Cron, parse
 from supervisor.native.exceptions import (
     ConfigError,
+    EncodeError,
     TimeLimitExceeded,
 )
 from supervisor.native.executor import (
@@ -45,7 +45,7 @@ from supervisor.native.executor import (
     request_of,
 )
 from supervisor.native.pool import make_pool
-from supervisor.native.serial import exception_to_dict
+from supervisor.native.serial import dumps, exception_to_dict, storable_text
 
 log = logging.getLogger("supervisor.native")
 _STOP = object()
@@ -96,6 +96,11 @@ class ReadyQueue:
 
     def qsize(self) -> int:
         return len(self._heap)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _needs_hook(o: Outcome) -> bool:
@@ -297,13 +302,23 @@ class Worker:
             # plain jobs take the usual one-round-trip path (nothing added for them)
             flows = [o for o in batch if _needs_hook(o)]
             plain = [o for o in batch if not _needs_hook(o)] if flows else batch
-            flow_written = self._finish_flows(flows) if flows else 0
-            written, rows = self.db.exchange(
-                self._finish_params(plain, fast=True) if plain else None,
-                {"queues": self.queues, "limit": limit, "token": token, "worker": self.id,
-                 "lease": self.lease, "due": self.last_claimed < self.last_limit,
-                 **self._limit_params()} if limit > 0 else None,
-            )
+            try:
+                flow_written = self._finish_flows(flows) if flows else 0
+            except self.db.DataError as error:
+                flow_written = self._write_singly(batch, flows, error)
+            try:
+                written, rows = self.db.exchange(
+                    self._finish_params(plain, fast=True) if plain else None,
+                    {"queues": self.queues, "limit": limit, "token": token, "worker": self.id,
+                     "lease": self.lease, "due": self.last_claimed < self.last_limit,
+                     **self._limit_params()} if limit > 0 else None,
+                )
+            except self.db.DataError as error:
+                if not plain:
+                    raise
+                if limit > 0:  # the claim ran beside the finish and may have committed
+                    self.db.release_token(token)
+                written, rows = self._write_singly(batch, plain, error), []
             written += flow_written
             if limit > 0:
                 self.last_claimed, self.last_limit = len(rows), limit
@@ -331,6 +346,35 @@ class Worker:
             self.learn_runtime(batch)
         self._hold(rows, token)
         return len(rows)
+
+    def _write_singly(self, batch: list[Outcome], outcomes: list[Outcome],
+                      error: Exception) -> int:
+        """A finish the database refused for its data (a value out of range: a data error,
+        not an outage): write each outcome alone, and store one that is refused again as a
+        FAILURE saying why, so that one task's outcome never holds up the others' (nor
+        reads as the database being away, retried for ever)."""
+        log.warning("native: a write of %d result(s) was refused (%s): writing them one by one",
+                    len(outcomes), _first_line(error))
+        written = 0
+        for o in outcomes:
+            try:
+                written += self._write_one(o)
+                continue
+            except self.db.DataError as refused:
+                reason = _first_line(refused)
+            log.error("native: the %s of %s[%s] cannot be stored (%s): stored as a failure "
+                      "instead", o.status, o.job.name, o.job.task_id, reason)
+            failed = Outcome(o.job, FAILURE, exception_to_dict(EncodeError(
+                f"the task's {o.status.lower()} could not be stored: {reason}")))
+            failed.runtime = o.runtime
+            batch[batch.index(o)] = failed  # what the bookkeeping after the write sees
+            written += self._write_one(failed)
+        return written
+
+    def _write_one(self, o: Outcome) -> int:
+        if _needs_hook(o):
+            return self._finish_flows([o])
+        return self.db.exchange(self._finish_params([o], fast=True), None)[0]
 
     def _report_unwritten(self, batch: list[Outcome], unwritten: int) -> None:
         """Results the fence refused. After a write whose answer was lost (the connection
@@ -423,8 +467,8 @@ class Worker:
         for workflow jobs, whose finish runs FINISH with their hook)."""
         return self.db.finish_params([
             (o.job.id, o.job.token, o.status if o.status != FORGET else SUCCESS,
-             json.dumps(o.result) if isinstance(o.result, dict) else o.result,
-             o.traceback, o.countdown, o.args, o.kwargs, o.status == FORGET)
+             dumps(o.result) if isinstance(o.result, dict) else o.result,
+             storable_text(o.traceback), o.countdown, o.args, o.kwargs, o.status == FORGET)
             for o in batch], fast)
 
     def _flush(self) -> None:

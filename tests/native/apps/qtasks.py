@@ -97,3 +97,25 @@ def routed_add(x, y):
 def stamp():
     """When it ran (wall clock): pickup and resume timings."""
     return time.time()
+
+
+@app.task
+def echo(value):
+    """Its argument back: a value's round trip through the queue, both ways."""
+    return value
+
+
+@app.task
+def nan_result():
+    return {"nan": float("nan"), "inf": float("inf"), "neg": -float("inf")}
+
+
+@app.task
+def raise_with(message):
+    raise ValueError(message)
+
+
+@app.task(bind=True)
+def retry_beyond_the_calendar(self):
+    """A retry whose due time PostgreSQL's timestamps cannot hold (year 300,000 and more)."""
+    raise self.retry(countdown=1e13)

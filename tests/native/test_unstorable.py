@@ -1,0 +1,86 @@
+"""Values PostgreSQL refuses though Python's JSON has them: a NUL character, a lone surrogate,
+NaN and Infinity (jsonb and text hold none of them), and a due time past its calendar. Such a
+value once made the worker's write of a whole batch of results fail; the worker took that for
+the database being away and retried it for ever, so every task behind it waited (found by a
+task returning a string with a NUL in it, as a parser of binary data will)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from supervisor.native.serial import dumps, loads, storable_text
+
+ODD_VALUES = [
+    "a\x00b",
+    "\ud800",  # a lone surrogate
+    "\ud83d\ude00",  # the two halves of a pair as separate characters
+    "😀 é",  # plain non-ASCII, astral included: left as it is
+    b"bytes \x00 with a NUL",
+    [1.5, {"k": "x\x00y"}, ("t", "\x00")],
+    "\\u0000 as six characters",
+    "C:\\udata",
+]
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, tuple):
+        a = list(a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b and type(a) is type(b)
+
+
+@pytest.mark.parametrize("value", ODD_VALUES + [float("nan"), float("inf"), -float("inf")],
+                         ids=repr)
+def test_a_value_travels_through_jsonb_unchanged(db, value):
+    text = dumps(value)
+    stored = db.execute("SELECT %s::jsonb::text", (text,)).fetchone()[0]
+    assert same(value, loads(stored)), (value, text, stored)
+
+
+def test_plain_values_are_encoded_as_before():
+    assert dumps({"a": [1, "é", "😀"]}) == '{"a": [1, "\\u00e9", "\\ud83d\\ude00"]}'
+
+
+def test_a_key_postgresql_cannot_hold_is_a_clear_encode_error(qapp):
+    from supervisor.native.exceptions import EncodeError
+
+    with pytest.raises(EncodeError, match=r"kwargs\[.value.\]\[.d.\] key 'k\\x00'"):
+        qapp.echo.delay(value={"d": {"k\x00": 1}})
+
+
+def test_free_text_is_made_storable():
+    assert storable_text("tb \x00 \ud800 é") == "tb \\x00 \\ud800 é"
+    assert storable_text("plain") == "plain"
+
+
+def test_the_worker_stores_them_and_goes_on(qapp, db, start_worker):
+    worker = start_worker("-c", "2")
+    before = [qapp.add.delay(i, 1) for i in range(5)]
+    odd = [qapp.echo.delay(v) for v in ODD_VALUES]
+    nan = qapp.nan_result.delay()
+    raised = qapp.raise_with.delay("bad \x00 byte \ud800")
+    beyond = qapp.retry_beyond_the_calendar.delay()
+    after = [qapp.add.delay(i, 100) for i in range(5)]
+    assert [r.get(timeout=15) for r in before] == [1, 2, 3, 4, 5]
+    for value, r in zip(ODD_VALUES, odd, strict=True):
+        assert same(value, r.get(timeout=10)), value
+    got = nan.get(timeout=10)
+    assert math.isnan(got["nan"]) and got["inf"] == math.inf and got["neg"] == -math.inf
+    with pytest.raises(ValueError) as error:
+        raised.get(timeout=10)
+    assert error.value.args == ("bad \x00 byte \ud800",)
+    assert "\\x00" in raised.traceback  # the traceback is text: escaped, not refused
+    with pytest.raises(Exception, match="retry could not be stored: DatetimeFieldOverflow"):
+        beyond.get(timeout=10)
+    assert beyond.state == "FAILURE"
+    assert [r.get(timeout=10) for r in after] == [100, 101, 102, 103, 104]
+    assert "database unreachable" not in worker.output
+    assert "Traceback" not in worker.output
+    assert worker.proc.poll() is None
