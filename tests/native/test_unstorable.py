@@ -84,3 +84,18 @@ def test_the_worker_stores_them_and_goes_on(qapp, db, start_worker):
     assert "database unreachable" not in worker.output
     assert "Traceback" not in worker.output
     assert worker.proc.poll() is None
+
+
+def test_they_flow_through_chains_and_chords(qapp, db, start_worker):
+    from supervisor.native import chain, chord
+
+    worker = start_worker("-c", "2")
+    assert chain(qapp.echo.s("a\x00"), qapp.echo.s()).apply_async().get(timeout=15) == "a\x00"
+    got = chord([qapp.echo.s(float("nan")), qapp.echo.s("\ud800")],
+                qapp.echo.s()).apply_async().get(timeout=15)
+    assert math.isnan(got[0]) and got[1] == "\ud800"
+    failing = chord([qapp.echo.s(1), qapp.raise_with.s("x\x00")], qapp.echo.s()).apply_async()
+    with pytest.raises(ValueError) as error:
+        failing.get(timeout=15)
+    assert error.value.args == ("x\x00",)
+    assert "database unreachable" not in worker.output
