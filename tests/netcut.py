@@ -4,6 +4,8 @@
 server. After `arm()`, the next message a client sends still reaches the server, but the
 server's answer to it is dropped and that connection is cut: the client cannot tell whether
 what it asked for happened (a result write that committed, its reply lost on the way).
+`arm(when=b"...")` dooms the next message holding those bytes (a statement's text) instead,
+so that something else a client says meanwhile does not take the cut.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ class CutAfterReply:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
+        self.when = b""
         self.cut = threading.Event()  # set once an answer was dropped and its connection cut
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def arm(self) -> None:
+    def arm(self, when: bytes = b"") -> None:
+        self.when = when
         self.armed.set()
 
     def close(self) -> None:
@@ -48,7 +52,8 @@ class CutAfterReply:
     def _up(self, client: socket.socket, server: socket.socket, doomed: threading.Event) -> None:
         while data := _recv(client):
             with self._lock:
-                if self.armed.is_set():  # one connection only, the first to speak
+                # one connection only: the first to speak (or to say `when`)
+                if self.armed.is_set() and self.when in data:
                     self.armed.clear()
                     doomed.set()
             try:

@@ -187,7 +187,7 @@ def test_a_claim_whose_answer_is_lost(qapp, db, start_worker, pg_url, tmp_path):
     worker, proxy = worker_behind_cutter(start_worker, pg_url)
     marks = tmp_path / "marks"
     try:
-        proxy.arm()  # the worker is idle: the next thing it says is the claim of this job
+        proxy.arm(b"SET status = 'RESERVED'")  # the claim of this job
         job = qapp.mark.delay("a", str(marks))
         assert job.get(timeout=10) == "a"
         assert proxy.cut.is_set(), "the claim's answer was dropped"
@@ -210,7 +210,7 @@ def test_a_result_write_whose_answer_is_lost(qapp, db, start_worker, pg_url, tmp
     try:
         job = qapp.hold.delay("a", str(marks), 0.5)
         wait_for(lambda: lines(marks), 10, f"the task started:\n{worker.output}")
-        proxy.arm()
+        proxy.arm(b"finished_at = now()")  # the write of its result
         assert job.get(timeout=20) == "a"
         assert proxy.cut.is_set(), "the result write's answer was dropped"
         wait_for(lambda: "not written again" in worker.output, 10, worker.output)
