@@ -93,7 +93,7 @@ def dumps(value: Any) -> str:
         return _ENCODER.encode(_storable(value, set()))
     # a NUL or a surrogate (lone or half of a pair) shows as an escape: look closer; plain
     # text and astral characters in pairs come back from _storable unchanged
-    if "\\u0000" in text or "\\ud" in text:
+    if "\\u" in text and ("\\u0000" in text or "\\ud" in text):
         return _ENCODER.encode(_storable(value, set()))
     return text
 
