@@ -15,6 +15,10 @@ class EncodeError(NativeError, TypeError):
     """Arguments or a result that JSON cannot carry."""
 
 
+class DecodeError(NativeError, ValueError):
+    """A job's stored arguments that could not be decoded (kombu's DecodeError)."""
+
+
 class NotRegistered(NativeError, KeyError):
     """A task name the worker does not know."""
 

@@ -75,7 +75,10 @@ def _object_hook(obj: dict) -> Any:
     if len(obj) == 2 and "__type__" in obj and "__value__" in obj:
         decoder = _DECODERS.get(obj["__type__"])
         if decoder is not None:
-            return decoder(obj["__value__"])
+            try:
+                return decoder(obj["__value__"])
+            except Exception:  # noqa: BLE001 - a caller's own dict shaped like an envelope
+                pass  # comes back as it was sent; it once crashed the worker that read it
     return obj
 
 

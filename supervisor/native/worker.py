@@ -32,6 +32,7 @@ from supervisor.native.canvas import FLOW_KEYS
 from supervisor.native.cron import Cron, parse
 from supervisor.native.exceptions import (
     ConfigError,
+    DecodeError,
     EncodeError,
     TimeLimitExceeded,
 )
@@ -392,7 +393,11 @@ class Worker:
         """Take the claimed rows: held under `token`, queued for the executor threads."""
         ready = []
         for row in rows:
-            job = Held(row, token)
+            try:
+                job = Held(row, token)
+            except Exception as error:  # noqa: BLE001 - that job fails, not the worker
+                self._undecodable(row, token, error)
+                continue
             self.held[job.id] = job
             self.by_task_id[job.task_id] = job
             if dispatch.task_received.receivers:
@@ -403,6 +408,17 @@ class Worker:
             # higher priority first, then the order the queue had them in
             ready.append((-job.priority, row[-1], next(self.seq), job))
         self.ready.put_many(ready)
+
+    def _undecodable(self, row: tuple, token: uuid.UUID, error: Exception) -> None:
+        """A claimed row whose arguments or options cannot be decoded (nested deeper than
+        Python's JSON parser goes, say): it ends FAILURE, written with the next finish."""
+        job = Held((*row[:5], "[]", "{}", None, *row[8:]), token)
+        log.error("native: the arguments of %s[%s] cannot be decoded (%s): it fails",
+                  job.name, job.task_id, _first_line(error))
+        self.held[job.id] = job
+        self.by_task_id[job.task_id] = job
+        self.done.append(Outcome(job, FAILURE, exception_to_dict(DecodeError(
+            f"its stored arguments could not be decoded: {_first_line(error)}"))))
 
     def _claim_named(self, ids: list[int]) -> bool:
         """Claim the rows that notifications named (store.ENQUEUE_ONE) by primary key: the

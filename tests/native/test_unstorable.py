@@ -2,7 +2,8 @@
 NaN and Infinity (jsonb and text hold none of them), and a due time past its calendar. Such a
 value once made the worker's write of a whole batch of results fail; the worker took that for
 the database being away and retried it for ever, so every task behind it waited (found by a
-task returning a string with a NUL in it, as a parser of binary data will)."""
+task returning a string with a NUL in it, as a parser of binary data will). Also what the
+worker cannot decode once claimed: that job fails, not the worker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 import pytest
 
 from supervisor.native.serial import dumps, loads, storable_text
+from tests.conftest import wait_for
 
 ODD_VALUES = [
     "a\x00b",
@@ -99,3 +101,37 @@ def test_they_flow_through_chains_and_chords(qapp, db, start_worker):
         failing.get(timeout=15)
     assert error.value.args == ("x\x00",)
     assert "database unreachable" not in worker.output
+
+
+def test_a_dict_shaped_like_an_envelope_comes_back_as_sent(qapp, db, start_worker):
+    """{"__type__": "datetime", "__value__": "not a date"} is a caller's own dict: its
+    decoder raising crashed the worker that claimed it (a traceback, every job it held stuck
+    until their leases ran out, then the next worker the same)."""
+    start_worker("-c", "1")
+    shaped = {"__type__": "datetime", "__value__": "not a date"}
+    assert qapp.echo.delay(shaped).get(timeout=10) == shaped
+    assert qapp.add.delay(1, 2).get(timeout=10) == 3
+
+
+def test_a_row_whose_arguments_cannot_be_decoded_fails_alone(qapp, db, start_worker):
+    """Arguments nested deeper than Python's JSON parser goes (a row written by other means
+    than .delay(), which cannot encode them): that job ends FAILURE, the worker goes on."""
+    import uuid
+
+    task_id = str(uuid.uuid4())
+
+    def outcome():  # not the args: this process's parser cannot read them either
+        return db.execute("SELECT status, result FROM start_all.jobs WHERE task_id = %s",
+                          (task_id,)).fetchone()
+
+    deep = "[" * 3000 + "]" * 3000
+    db.execute("INSERT INTO start_all.jobs (task_id, name, queue, args) "
+               "VALUES (%s, 'qtasks.echo', 'celery', %s::jsonb)", (task_id, f"[{deep}]"))
+    before = qapp.add.delay(1, 2)
+    worker = start_worker("-c", "1")
+    assert before.get(timeout=10) == 3
+    wait_for(lambda: outcome()[0] == "FAILURE", 10, worker.output)
+    assert outcome()[1]["exc_type"] == "DecodeError"
+    assert "cannot be decoded (RecursionError" in worker.output
+    assert qapp.add.delay(3, 4).get(timeout=10) == 7
+    assert worker.proc.poll() is None and "Traceback" not in worker.output
