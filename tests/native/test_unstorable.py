@@ -100,6 +100,10 @@ def test_they_flow_through_chains_and_chords(qapp, db, start_worker):
     with pytest.raises(ValueError) as error:
         failing.get(timeout=15)
     assert error.value.args == ("x\x00",)
+    # a workflow job's refused retry takes the other path (its finish carries its follow-ups)
+    refused = chain(qapp.retry_beyond_the_calendar.s(), qapp.echo.s()).apply_async()
+    with pytest.raises(Exception, match="retry could not be stored: DatetimeFieldOverflow"):
+        refused.get(timeout=15)
     assert "database unreachable" not in worker.output
 
 
