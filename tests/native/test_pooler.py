@@ -56,5 +56,11 @@ def test_worker_and_producers_through_a_transaction_pooler(db, pooler_url, start
         results = [qtasks.add.delay(i, i) for i in range(30)]
         assert [r.get(timeout=20) for r in results] == [2 * i for i in range(30)]
         assert qtasks.app.AsyncResult("unknown").state == "PENDING"
+        # a write refused for its data leaves the pooled connection usable (it is not an outage)
+        refused = qtasks.retry_beyond_the_calendar.delay()
+        with pytest.raises(Exception, match="retry could not be stored"):
+            refused.get(timeout=20)
+        assert qtasks.echo.delay("a\x00b").get(timeout=20) == "a\x00b"
+        assert "database unreachable" not in worker.output
     finally:
         qtasks.app.close()
