@@ -324,7 +324,7 @@ class SqliteWorkerDb:
     dialect = "sqlite"
     Error = sqlite3.Error
     OperationalError = sqlite3.OperationalError
-    DataError = sqlite3.DataError
+    Refused = sqlite3.DataError  # a value refused (see Worker._write_singly)
 
     def __init__(self, url: str, poll_only: bool) -> None:
         self.url = url

@@ -694,7 +694,9 @@ class PgWorkerDb:
         self.explicit_poll_only = poll_only  # asked for: a pooler, so no prepared statements
         self.Error = psycopg.Error
         self.OperationalError = psycopg.OperationalError
-        self.DataError = psycopg.DataError  # a value refused (see Worker._write_singly)
+        # a write refused for what it carries, not an outage (see Worker._write_singly): a
+        # data error (class 22) or a limit (class 54: a jsonb string over 256 MB, say)
+        self.Refused = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
         self.conn: Any = None
         self.listener: Any = None
         self.finisher: Any = None  # the finishes' own connection (see exchange)

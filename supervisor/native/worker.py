@@ -305,7 +305,7 @@ class Worker:
             plain = [o for o in batch if not _needs_hook(o)] if flows else batch
             try:
                 flow_written = self._finish_flows(flows) if flows else 0
-            except self.db.DataError as error:
+            except self.db.Refused as error:
                 flow_written = self._write_singly(batch, flows, error)
             try:
                 written, rows = self.db.exchange(
@@ -314,7 +314,7 @@ class Worker:
                      "lease": self.lease, "due": self.last_claimed < self.last_limit,
                      **self._limit_params()} if limit > 0 else None,
                 )
-            except self.db.DataError as error:
+            except self.db.Refused as error:
                 if not plain:
                     raise
                 if limit > 0:  # the claim ran beside the finish and may have committed
@@ -361,7 +361,7 @@ class Worker:
             try:
                 written += self._write_one(o)
                 continue
-            except self.db.DataError as refused:
+            except self.db.Refused as refused:
                 reason = _first_line(refused)
             log.error("native: the %s of %s[%s] cannot be stored (%s): stored as a failure "
                       "instead", o.status, o.job.name, o.job.task_id, reason)

@@ -144,3 +144,16 @@ def test_a_row_whose_arguments_cannot_be_decoded_fails_alone(qapp, db, start_wor
     assert "cannot be decoded (RecursionError" in worker.output
     assert qapp.add.delay(3, 4).get(timeout=10) == 7
     assert worker.proc.poll() is None and "Traceback" not in worker.output
+
+
+def test_a_result_past_a_jsonb_limit_fails_alone(qapp, db, start_worker):
+    """A jsonb string holds at most 256 MB: PostgreSQL answers a longer one with a program
+    limit error (class 54, not 22), which the worker also took for an outage and retried for
+    ever. About 1 GB of memory for a moment (the text, its JSON, the statement). The lease is
+    the default's: the tests' 2 s one would cut a write of that size as a stuck call."""
+    worker = start_worker("-c", "1", env={"NATIVE_TEST_LEASE": "30"})
+    big = qapp.long_text.delay(270_000_000)
+    with pytest.raises(Exception, match="could not be stored: ProgramLimitExceeded"):
+        big.get(timeout=60)
+    assert qapp.add.delay(1, 2).get(timeout=10) == 3
+    assert "database unreachable" not in worker.output

@@ -119,3 +119,8 @@ def raise_with(message):
 def retry_beyond_the_calendar(self):
     """A retry whose due time PostgreSQL's timestamps cannot hold (year 300,000 and more)."""
     raise self.retry(countdown=1e13)
+
+
+@app.task
+def long_text(n):
+    return "x" * n
