@@ -90,9 +90,7 @@ def dumps(value: Any) -> str:
     """json.dumps with Celery's extra types, as text PostgreSQL's jsonb accepts."""
     try:
         text = _ENCODER.encode(value)
-    except ValueError as error:  # NaN or Infinity somewhere (or a circular reference)
-        if "Circular" in str(error):
-            raise
+    except ValueError:  # NaN or Infinity somewhere (_storable raises again for a cycle)
         return _ENCODER.encode(_storable(value, set()))
     # a NUL or a surrogate (lone or half of a pair) shows as an escape: look closer; plain
     # text and astral characters in pairs come back from _storable unchanged
